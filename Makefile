@@ -1,0 +1,50 @@
+# SlimBench set-up, tests and demo. `make demo` and `make test` set up first when needed.
+# Every step leaves a stamp in .venv, so a second `make setup` with nothing changed takes seconds.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMPS := $(VENV)/.stamps
+TORCH  := torch==2.14.1 torchvision==0.29.1
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup test demo clean data
+.DEFAULT_GOAL := setup
+
+setup: $(STAMPS)/slimbench data
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# STACK.md order: torch and torchvision first (local CUDA wheels), then setuptools<81 (Detectron2
+# imports pkg_resources), then Detectron2 built without its C++ extension, then the rest.
+$(STAMPS)/torch: | $(BIN)/python
+	$(BIN)/pip install $(TORCH)
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/deps: requirements.txt $(STAMPS)/torch
+	$(BIN)/pip install "setuptools<81" wheel
+	$(BIN)/pip install -r requirements.txt $(TORCH)
+	@touch $@
+
+$(STAMPS)/detectron2: tools/install_detectron2.sh $(STAMPS)/deps
+	bash tools/install_detectron2.sh $(BIN)/python
+	@touch $@
+
+$(STAMPS)/slimbench: setup.py $(STAMPS)/detectron2
+	$(BIN)/pip install --no-deps --no-build-isolation -e .
+	@touch $@
+
+# Real data for the demo: Debian's dataset-fashion-mnist (root installs it; others get one line).
+data:
+	@if [ -f $(FMNIST) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then (apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)); \
+	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (or pass --data-root DIR)"; fi
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/bench demo
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,1 @@
+"""The `bench` driver: suites, results store, leaderboard."""

@@ -1,0 +1,108 @@
+"""`bench init`, `bench import`, `bench export`, `bench list subnets`: checkpoints and sub-networks."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub, list_sub) -> None:
+    """Add the checkpoint commands to the `bench` parser."""
+    p = sub.add_parser("init", help="write a random-initialised slimmable checkpoint (the baseline row)")
+    p.add_argument("--arch", default="slim_resnet50", help="slim_resnet{18,34,50,101}")
+    p.add_argument("--widths", default="1.0,0.75,0.5,0.25", help="descending width list")
+    p.add_argument("--stem", default="imagenet", choices=["imagenet", "small"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("import", help="convert a foreign checkpoint (upstream SlimCLR, torchvision)")
+    p.add_argument("--from", dest="source_format", required=True, choices=["slimclr", "torchvision"])
+    p.add_argument("src", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="extract one sub-network for torchvision, Detectron2 or MMSeg")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--subnet", required=True, help="e.g. w0.5 or w1.0-d2.2.2.2")
+    p.add_argument("--to", required=True, help="torchvision | detectron2 | mmseg")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--calib-data", type=Path, help="ImageFolder for BN calibration of unlisted widths")
+    p.add_argument("--calib-batches", type=int, default=50)
+    p.add_argument("--resolution", type=int, default=224)
+    p.set_defaults(func=cmd_export)
+
+    p = list_sub.add_parser("subnets", help="every sub-network of a checkpoint with params and MACs")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--depths", default="", help="extra depth variants to list, e.g. 2.2.2.2;1.1.1.1")
+    p.set_defaults(func=cmd_list_subnets)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import torch
+
+    from pretrain.checkpoint import Checkpoint, save_checkpoint
+    from pretrain.resnet import SlimResNet, parse_arch
+
+    torch.manual_seed(args.seed)
+    widths = [float(w) for w in args.widths.split(",")]
+    model = SlimResNet(parse_arch(args.arch), widths=widths, stem=args.stem)
+    ckpt = Checkpoint.from_model(model, method="random", config={"seed": args.seed})
+    save_checkpoint(ckpt, args.out)
+    print(f"wrote {args.out}: random-init {args.arch} widths {widths}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from pretrain.checkpoint import save_checkpoint
+    from pretrain.importers import IMPORTERS
+
+    ckpt = IMPORTERS[args.source_format](args.src)
+    save_checkpoint(ckpt, args.out)
+    print(f"wrote {args.out}: {ckpt.arch['arch']} widths {ckpt.widths} ({ckpt.method})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pretrain.checkpoint import load_checkpoint
+    from pretrain.slim import extract
+    from transfer.exporters import get_exporter
+
+    exporter = get_exporter(args.to)
+    ckpt = load_checkpoint(args.checkpoint)
+    loader = None
+    if args.calib_data is not None:
+        from transfer.data import calibration_loader
+        loader = calibration_loader(args.calib_data, args.resolution)
+    plain = extract(ckpt, args.subnet, calib_loader=loader, calib_batches=args.calib_batches)
+    out = exporter(plain, args.out)
+    print(f"wrote {out}: {args.subnet} of {args.checkpoint} for {args.to}")
+    return 0
+
+
+def cmd_list_subnets(args: argparse.Namespace) -> int:
+    from pretrain.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.build_model()
+    depths = [tuple(int(b) for b in d.split(".")) for d in args.depths.split(";") if d.strip()]
+    desired = [model.check_subnet(d) for d in ckpt.desired]
+    subnets = list(dict.fromkeys(desired + model.subnets(depths)))
+    print(format_subnet_table(model, ckpt, subnets, set(desired), args.resolution))
+    return 0
+
+
+def format_subnet_table(model, ckpt, subnets, desired, resolution: int) -> str:
+    """The table `bench list subnets` prints: desired networks first, marked with *."""
+    from pretrain.complexity import complexity_table
+
+    lines = [f"{ckpt.path}: {model.arch}, method {ckpt.method}, widths {model.widths} (stored order), "
+             f"stem {model.stem}; MACs at {resolution}x{resolution}",
+             f"{'subnet':<22}{'params (M)':>12}{'MACs (G)':>12}  stage channels"]
+    for spec, c in complexity_table(model, subnets, resolution):
+        mark = "*" if spec in desired else " "
+        chans = "/".join(str(x) for x in model.plan(spec).stage_channels)
+        lines.append(f"{mark}{str(spec):<21}{c.params / 1e6:>12.2f}{c.macs / 1e9:>12.3f}  {chans}")
+    if desired:
+        lines.append("* desired network (recorded in the checkpoint)")
+    return "\n".join(lines)
