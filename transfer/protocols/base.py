@@ -1,0 +1,102 @@
+"""The protocol contract: what a suite's ``protocol:`` names and the driver runs.
+
+A protocol is one module with one class registered by name. It declares two dataclass schemas,
+``Params`` (hyper-parameters, the suite's ``params:`` block) and ``Dataset`` (the suite's
+``dataset:`` block, whose ``check(data_root)`` raises ``DataError`` naming the folder layout it
+expects), and ``run(ctx)`` yields ``Result`` rows for every sub-network in ``ctx.subnets``.
+It runs all sub-networks in one call because some protocols train them jointly (the switchable
+linear probe). The driver validates, stores rows and handles failures; protocols never touch
+the results store.
+
+Protocol modules are listed in ``PROTOCOL_MODULES`` and imported only when their name is used,
+so a classification suite never imports Detectron2 or MMSeg.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Type
+
+import torch
+
+from pretrain.checkpoint import Checkpoint
+from pretrain.errors import ConfigError
+from pretrain.spec import SubnetSpec
+
+# protocol name -> module that registers it
+PROTOCOL_MODULES: Dict[str, str] = {
+    "linear": "transfer.protocols.linear",
+    "linear-fast": "transfer.protocols.linear",
+    "semi": "transfer.protocols.semi",
+    "knn": "transfer.protocols.knn",
+    "complexity": "transfer.protocols.complexity",
+    "latency": "transfer.protocols.latency",
+    "detectron2": "transfer.detection.protocol",
+    "mmseg": "transfer.segmentation.protocol",
+}
+PROTOCOLS: Dict[str, Type["Protocol"]] = {}
+
+
+@dataclass(frozen=True)
+class Result:
+    """One measured value of one sub-network."""
+
+    subnet: str
+    metric: str
+    value: float
+
+
+@dataclass
+class RunContext:
+    """Everything a protocol needs for one (suite, checkpoint) run."""
+
+    suite_name: str
+    checkpoint: Checkpoint
+    subnets: List[SubnetSpec]
+    params: Any                      # the protocol's Params dataclass, validated
+    dataset: Any                     # the protocol's Dataset dataclass, validated and checked
+    data_root: Path
+    out_dir: Path                    # this run's folder: logs, caches, configs written for engines
+    device: torch.device = field(default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    seed: int = 0
+    launch: Dict[str, Any] = field(default_factory=dict)  # num_gpus, num_machines, dist_url, ...
+
+    def model(self):
+        """A fresh SlimResNet with the checkpoint's weights."""
+        return self.checkpoint.build_model()
+
+
+class Protocol(abc.ABC):
+    """Base class of protocols; subclasses set ``name``, ``Params``, ``Dataset`` and ``run``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+    Dataset: ClassVar[type]
+    description: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def run(self, ctx: RunContext) -> Iterator[Result]:
+        """Measure every sub-network in ``ctx.subnets`` and yield its rows."""
+
+
+def register_protocol(cls: Type[Protocol]) -> Type[Protocol]:
+    """Class decorator: register a protocol under its ``name``."""
+    for attr in ("name", "Params", "Dataset"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"protocol {cls.__name__} must define {attr}")
+    if not (dataclasses.is_dataclass(cls.Params) and dataclasses.is_dataclass(cls.Dataset)):
+        raise TypeError(f"protocol {cls.__name__}: Params and Dataset must be dataclasses")
+    PROTOCOLS[cls.name] = cls
+    return cls
+
+
+def get_protocol(name: str, source: str = "suite") -> Type[Protocol]:
+    """The protocol class registered as ``name`` (importing its module on first use)."""
+    if name not in PROTOCOLS and name in PROTOCOL_MODULES:
+        importlib.import_module(PROTOCOL_MODULES[name])
+    if name not in PROTOCOLS:
+        raise ConfigError(f"{source}: unknown protocol {name!r}; expected one of {', '.join(sorted(PROTOCOL_MODULES))}")
+    return PROTOCOLS[name]
