@@ -1,0 +1,1 @@
+"""Semantic segmentation transfer through MMSegmentation (imported only by the ``mmseg`` protocol)."""

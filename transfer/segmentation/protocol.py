@@ -1,0 +1,281 @@
+"""Protocol ``mmseg``: semantic segmentation of every sub-network with MMSegmentation.
+
+For each sub-network: extract it, export it with the ``backbone.`` prefix, size the base config
+(FCN or UPerNet) to it, write the complete config to the run folder, train with MMEngine's
+``Runner`` and evaluate with MMSeg's ``IoUMetric`` (mIoU, mAcc, aAcc, in percent). Runs scale
+out through MMEngine's launcher (``launcher: pytorch`` under ``torchrun``, or ``slurm``), with
+SyncBN. An interrupted run resumes from the last checkpoint in its own folder.
+
+Datasets use MMSeg's folder layouts: a generic ``img_dir/ann_dir`` folder, ADE20K
+(``ADEChallengeData2016``), VOC2012 + SBD augmented, Cityscapes, and ``demo-scenes`` (the
+Fashion-MNIST scenes of ``transfer.scenes``, generated on first use).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
+
+from pretrain.checkpoint import atomic_write_bytes
+from pretrain.datasets import FMNIST_CLASSES, find_fmnist
+from pretrain.errors import DataError
+from pretrain.slim import extract
+from transfer.protocols.base import Protocol, Result, RunContext, register_protocol
+from transfer.scenes import SceneSettings, ensure_scenes
+
+log = logging.getLogger(__name__)
+
+METRICS = ("mIoU", "mAcc", "aAcc")
+DEMO_CLASSES = ("background",) + tuple(FMNIST_CLASSES)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one kind of dataset keeps its files, and which MMSeg dataset class reads them."""
+
+    dataset_type: str
+    default_root: str
+    train: Tuple[Tuple[str, str, Optional[str]], ...]   # (img_path, seg_map_path, ann_file) per part
+    val: Tuple[str, str, Optional[str]]
+    img_suffix: Optional[str] = None       # None: the MMSeg class's default
+    seg_map_suffix: Optional[str] = None
+    reduce_zero_label: Optional[bool] = None
+    described: str = ""
+
+
+LAYOUTS: Dict[str, Layout] = {
+    "folder": Layout("BaseSegDataset", "", (("img_dir/{train}", "ann_dir/{train}", None),),
+                     ("img_dir/{val}", "ann_dir/{val}", None), ".jpg", ".png", False,
+                     "ROOT/img_dir/{train,val}/*.jpg and ROOT/ann_dir/{train,val}/*.png (class index per pixel, "
+                     "255 ignored)"),
+    "demo-scenes": Layout("BaseSegDataset", "demo-scenes", (("img_dir/train", "ann_dir/train", None),),
+                          ("img_dir/val", "ann_dir/val", None), ".png", ".png", False,
+                          "generated from Fashion-MNIST into ROOT/img_dir and ROOT/ann_dir"),
+    "ade20k": Layout("ADE20KDataset", "ADEChallengeData2016", (("images/training", "annotations/training", None),),
+                     ("images/validation", "annotations/validation", None),
+                     described="ROOT/images/{training,validation}/*.jpg and ROOT/annotations/{training,validation}/*.png "
+                               "(the ADEChallengeData2016 release)"),
+    "voc-aug": Layout("PascalVOCDataset", "VOCdevkit/VOC2012",
+                      (("JPEGImages", "SegmentationClass", "ImageSets/Segmentation/train.txt"),
+                       ("JPEGImages", "SegmentationClassAug", "ImageSets/Segmentation/aug.txt")),
+                      ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation/val.txt"),
+                      described="ROOT/JPEGImages, ROOT/SegmentationClass, ROOT/SegmentationClassAug (SBD converted by "
+                                "MMSeg's tools/dataset_converters/voc_aug.py) and "
+                                "ROOT/ImageSets/Segmentation/{train,val,aug}.txt"),
+    "cityscapes": Layout("CityscapesDataset", "cityscapes", (("leftImg8bit/train", "gtFine/train", None),),
+                         ("leftImg8bit/val", "gtFine/val", None),
+                         described="ROOT/leftImg8bit/{train,val}/CITY/*_leftImg8bit.png and "
+                                   "ROOT/gtFine/{train,val}/CITY/*_gtFine_labelTrainIds.png (made by MMSeg's "
+                                   "tools/dataset_converters/cityscapes.py)"),
+}
+
+
+@dataclass
+class Dataset:
+    """The suite's ``dataset:`` block: a layout and where it lives (relative to the data root)."""
+
+    layout: Literal["folder", "demo-scenes", "ade20k", "voc-aug", "cityscapes"] = "folder"
+    root: Optional[str] = None              # default: the layout's usual folder name
+    classes: Optional[List[str]] = None     # required for 'folder'
+    train_split: str = "train"              # 'folder' only: sub-folder names of img_dir/ann_dir
+    val_split: str = "val"
+    img_suffix: Optional[str] = None
+    seg_map_suffix: Optional[str] = None
+    reduce_zero_label: Optional[bool] = None
+    num_train: int = 200                    # 'demo-scenes' only: scene counts and seed
+    num_val: int = 50
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.layout == "folder" and not self.classes:
+            raise ValueError("layout 'folder' needs 'classes': the class names, index 0 first")
+        if self.layout != "folder" and self.classes is not None:
+            raise ValueError(f"layout {self.layout!r} has fixed classes; 'classes' applies to layout 'folder' only")
+        if min(self.num_train, self.num_val) < 1:
+            raise ValueError("num_train and num_val must be at least 1")
+
+    @property
+    def spec(self) -> Layout:
+        return LAYOUTS[self.layout]
+
+    def path(self, data_root: Path) -> Path:
+        """The dataset folder: ``root`` (absolute, or under ``data_root``) or the layout's default."""
+        root = Path(self.root if self.root is not None else self.spec.default_root)
+        return root if root.is_absolute() else Path(data_root) / root
+
+    def scene_settings(self) -> SceneSettings:
+        return SceneSettings(num_train=self.num_train, num_val=self.num_val, seed=self.seed)
+
+    def _parts(self) -> List[Tuple[str, str, Optional[str]]]:
+        fill = dict(train=self.train_split, val=self.val_split)
+        return [tuple(p.format(**fill) if p else p for p in part) for part in (*self.spec.train, self.spec.val)]
+
+    def check(self, data_root: Path) -> None:
+        """Raise DataError naming the expected layout when a required folder or file is missing."""
+        root = self.path(data_root)
+        if self.layout == "demo-scenes":
+            find_fmnist(data_root)  # the scenes are generated from it on first use
+            return
+        missing = [str(root / p) for part in self._parts() for p in part if p and not (root / p).exists()]
+        if missing:
+            raise DataError(f"dataset {self.layout!r} at {root}: missing {', '.join(missing[:3])}"
+                            f"{' ...' if len(missing) > 3 else ''}; expected {self.spec.described.replace('ROOT', str(root))}")
+
+    def prepare(self, data_root: Path) -> Path:
+        """The dataset folder, generating the demo scenes on first use."""
+        root = self.path(data_root)
+        if self.layout == "demo-scenes":
+            ensure_scenes(root, self.scene_settings(), data_root=data_root)
+        return root
+
+    def classes_tuple(self) -> Tuple[str, ...]:
+        """Class names, index 0 first."""
+        if self.layout == "folder":
+            return tuple(self.classes)
+        if self.layout == "demo-scenes":
+            return DEMO_CLASSES
+        from mmseg.registry import DATASETS
+        return tuple(DATASETS.get(self.spec.dataset_type).METAINFO["classes"])
+
+    def mmseg_datasets(self, data_root: Path, train_pipeline: list, test_pipeline: list) -> Tuple[dict, dict]:
+        """MMSeg dataset configs (train, val) for this layout."""
+        root = str(self.path(data_root))
+        common: Dict[str, Any] = dict(type=self.spec.dataset_type, data_root=root)
+        for key in ("img_suffix", "seg_map_suffix", "reduce_zero_label"):
+            value = getattr(self, key)
+            value = getattr(self.spec, key) if value is None else value
+            if value is not None:
+                common[key] = value
+        if self.layout in ("folder", "demo-scenes"):
+            common["metainfo"] = dict(classes=self.classes_tuple())
+
+        def one(part, pipeline):
+            img, seg, ann = part
+            d = dict(common, data_prefix=dict(img_path=img, seg_map_path=seg), pipeline=pipeline)
+            if ann:
+                d["ann_file"] = ann
+            return d
+
+        parts = self._parts()
+        train = [one(p, train_pipeline) for p in parts[:-1]]
+        train_ds = train[0] if len(train) == 1 else dict(type="ConcatDataset", datasets=train)
+        return train_ds, one(parts[-1], test_pipeline)
+
+
+@dataclass
+class Params:
+    """The suite's ``params:`` block."""
+
+    model: Literal["fcn", "upernet"] = "fcn"
+    base_config: Optional[str] = None       # a path to one's own base config instead of `model`'s
+    iterations: int = 20000
+    batch_size: int = 4                     # per process (MMSeg's convention); 4 processes x 4 = 16
+    crop_size: List[int] = field(default_factory=lambda: [512, 512])      # (h, w)
+    resize_scale: List[int] = field(default_factory=lambda: [2048, 512])  # (long, short) before the crop
+    ratio_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    cat_max_ratio: float = 0.75
+    photometric: bool = True
+    test_mode: Literal["whole", "slide"] = "whole"
+    slide_stride: Optional[List[int]] = None
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["poly", "step"] = "poly"
+    power: float = 0.9
+    min_lr: float = 1e-4
+    steps: List[int] = field(default_factory=list)
+    checkpoint_interval: int = 4000
+    log_interval: int = 50
+    num_workers: int = 2
+    launcher: Literal["none", "pytorch", "slurm", "mpi"] = "none"
+    model_overrides: Dict[str, Any] = field(default_factory=dict)  # dotted keys under `model`
+
+    def validate(self) -> None:
+        for name in ("crop_size", "resize_scale", "ratio_range"):
+            if len(getattr(self, name)) != 2:
+                raise ValueError(f"{name} must have two entries, got {getattr(self, name)}")
+        if min(self.iterations, self.batch_size, self.checkpoint_interval, self.log_interval) < 1:
+            raise ValueError("iterations, batch_size, checkpoint_interval and log_interval must be positive")
+        if self.test_mode == "slide" and (self.slide_stride is None or len(self.slide_stride) != 2):
+            raise ValueError("test_mode 'slide' needs slide_stride: [h, w]")
+        if self.schedule == "step" and not self.steps:
+            raise ValueError("schedule 'step' needs steps: [iteration, ...]")
+
+
+def pipelines(p: Params, reduce_zero_label: bool) -> Tuple[list, list]:
+    """MMSeg's standard train (random resize, crop, flip, photometric) and test pipelines."""
+    train = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", reduce_zero_label=reduce_zero_label),
+             dict(type="RandomResize", scale=tuple(p.resize_scale), ratio_range=tuple(p.ratio_range), keep_ratio=True),
+             dict(type="RandomCrop", crop_size=tuple(p.crop_size), cat_max_ratio=p.cat_max_ratio),
+             dict(type="RandomFlip", prob=0.5)]
+    if p.photometric:
+        train.append(dict(type="PhotoMetricDistortion"))
+    train.append(dict(type="PackSegInputs"))
+    test = [dict(type="LoadImageFromFile"), dict(type="Resize", scale=tuple(p.resize_scale), keep_ratio=True),
+            dict(type="LoadAnnotations", reduce_zero_label=reduce_zero_label), dict(type="PackSegInputs")]
+    return train, test
+
+
+def _reduce_zero_label(d: Dataset) -> bool:
+    if d.reduce_zero_label is not None:
+        return d.reduce_zero_label
+    return bool(d.spec.reduce_zero_label) or d.layout == "ade20k"
+
+
+@register_protocol
+class MMSegProtocol(Protocol):
+    """Train and evaluate a segmentation head on every sub-network with MMSeg."""
+
+    name = "mmseg"
+    Params = Params
+    Dataset = Dataset
+    description = "semantic segmentation with MMSegmentation (FCN / UPerNet): mIoU, mAcc, aAcc"
+
+    def run(self, ctx: RunContext) -> Iterator[Result]:
+        from .compat import import_mmseg
+
+        import_mmseg()
+        from mmengine.runner import Runner
+
+        from . import backbone  # noqa: F401  (registers SlimBenchResNet in MMSeg's MODELS)
+        from .compat import trusted_run_checkpoints
+        from .config import Schedule, base_config, model_config, runner_config
+        from .export import export_mmseg
+
+        p, d = ctx.params, ctx.dataset
+        d.prepare(ctx.data_root)
+        base = base_config(p.base_config or p.model)
+        arch = ctx.checkpoint.arch
+        depth, stem = int(arch["depth"]), arch.get("stem", "imagenet")
+        launcher = ctx.launch.get("launcher", p.launcher)
+        cuda = ctx.device.type == "cuda"
+        train_pipe, test_pipe = pipelines(p, _reduce_zero_label(d))
+        train_ds, val_ds = d.mmseg_datasets(ctx.data_root, train_pipe, test_pipe)
+        num_classes = len(d.classes_tuple())
+        schedule = Schedule(iterations=p.iterations, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum,
+                            weight_decay=p.weight_decay, policy=p.schedule, power=p.power, min_lr=p.min_lr,
+                            steps=list(p.steps),
+                            checkpoint_interval=p.checkpoint_interval, log_interval=p.log_interval,
+                            num_workers=p.num_workers, seed=ctx.seed)
+        for i, spec in enumerate(ctx.subnets):
+            log.info("mmseg %s: sub-network %s (%d of %d)", ctx.suite_name, spec, i + 1, len(ctx.subnets))
+            folder = Path(ctx.out_dir) / "mmseg" / str(spec)
+            weights = export_mmseg(extract(ctx.checkpoint, spec), folder / "backbone.pth")
+            model_cfg = model_config(base, depth, stem, spec, num_classes, weights,
+                                     distributed=launcher != "none", overrides=p.model_overrides)
+            model_cfg.model.data_preprocessor.size = tuple(p.crop_size)
+            if p.test_mode == "slide":
+                model_cfg.model.test_cfg = dict(mode="slide", crop_size=tuple(p.crop_size),
+                                                stride=tuple(p.slide_stride))
+            work_dir = folder / "work_dir"
+            cfg = runner_config(model_cfg, train_ds, val_ds, schedule, work_dir, launcher,
+                                experiment_name=f"{ctx.suite_name}-{spec}-{time.time_ns()}", cuda=cuda)
+            atomic_write_bytes(folder / "config.py", cfg.pretty_text.encode())
+            runner = Runner.from_cfg(cfg)
+            with trusted_run_checkpoints(work_dir):
+                runner.train()   # resumes from work_dir's last checkpoint when there is one
+            metrics = runner.val_loop.run()
+            for metric in METRICS:
+                yield Result(str(spec), metric, float(metrics[metric]))
