@@ -1,0 +1,101 @@
+"""Two-view training data that can stop and resume at any step, on any number of ranks.
+
+Exact resumption needs two things a plain ``DataLoader`` does not give:
+
+- a sampler that can start in the middle of an epoch (``ResumableSampler.set_position``), and
+- augmentations that do not depend on which worker or process drew them: every sample is
+  augmented under a seed derived from (run seed, epoch, index), so a resumed run, a run with
+  more workers and a run on more ranks all see the same views of the same image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .augment import two_view_transforms
+from .datasets import FashionMNIST, image_folder
+from .errors import ConfigError
+
+
+class TwoViewDataset(Dataset):
+    """Wraps an image dataset; item ``(index, seed)`` is the pair of augmented views of image ``index``."""
+
+    def __init__(self, base: Dataset, view1: Callable, view2: Callable):
+        self.base, self.view1, self.view2 = base, view1, view2
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key
+        # torchvision draws augmentation parameters from torch's global generator; fork it so a
+        # main-process loader (workers=0) leaves the training RNG untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            image = self.base[index][0]
+            return self.view1(image), self.view2(image)
+
+
+class ResumableSampler(Sampler):
+    """Epoch-seeded shuffling split into global batches, each rank taking its slice of every batch.
+
+    Yields ``(index, augmentation seed)``. Incomplete last batches are dropped, so every rank
+    runs the same number of steps.
+    """
+
+    def __init__(self, num_samples: int, batch_per_rank: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.num_samples, self.batch_per_rank = num_samples, batch_per_rank
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.global_batch = batch_per_rank * world_size
+        if num_samples < self.global_batch:
+            raise ConfigError(f"the dataset has {num_samples} images, fewer than one global batch "
+                              f"of {self.global_batch}: lower data.batch_size or raise data.limit")
+        self.epoch, self.start_batch = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_samples // self.global_batch
+
+    def set_position(self, epoch: int, start_batch: int = 0) -> None:
+        """Make the next iteration cover ``epoch`` from its batch ``start_batch`` on."""
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def _augment_seed(self, index: int) -> int:
+        return ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % (2 ** 63)
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=g).tolist()
+        for b in range(self.start_batch, self.batches_per_epoch):
+            start = b * self.global_batch + self.rank * self.batch_per_rank
+            for index in order[start:start + self.batch_per_rank]:
+                yield index, self._augment_seed(index)
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_per_rank
+
+
+def build_image_dataset(data) -> Dataset:
+    """The recipe's image dataset (PIL images, labels unused by pretraining)."""
+    if data.dataset == "fashion-mnist":
+        return FashionMNIST(Path(data.root) if data.root else None, split="train", limit=data.limit)
+    ds = image_folder(Path(data.root))
+    if data.limit is not None:
+        ds = torch.utils.data.Subset(ds, range(min(data.limit, len(ds))))
+    return ds
+
+
+def build_loader(data, seed: int, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False) -> Tuple[DataLoader, ResumableSampler]:
+    """Two-view loader of the recipe's ``data`` section and its resumable sampler."""
+    if data.batch_size % world_size:
+        raise ConfigError(f"data.batch_size {data.batch_size} is not divisible by the {world_size} ranks")
+    view1, view2 = two_view_transforms(data.augment, data.image_size, data.crop_scale)
+    dataset = TwoViewDataset(build_image_dataset(data), view1, view2)
+    sampler = ResumableSampler(len(dataset), data.batch_size // world_size, seed, rank, world_size)
+    loader = DataLoader(dataset, batch_size=sampler.batch_per_rank, sampler=sampler, num_workers=data.workers,
+                        drop_last=True, pin_memory=pin_memory)
+    return loader, sampler

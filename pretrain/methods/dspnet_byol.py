@@ -1,0 +1,91 @@
+"""DSPNet on BYOL: one online slimmable network trains sampled sub-networks against an EMA target.
+
+DSPNet has no public code; this follows the paper's description and names each open choice.
+Per step::
+
+    z1', z2'  = target_proj(target_encoder(view1 | view2))      # full network, no gradient
+    subnets   = [largest, smallest, *desired, *N random members of widths x depths]   # sandwich rule
+    for each sub-network s:
+        p1, p2 = pred_s(proj_s(encoder_s(view1 | view2)))
+        loss  += byol(p1, z2') + byol(p2, z1')                   # 2 - 2 cos, symmetric
+    target   <- m * target + (1 - m) * online (full network),   m: 0.996 -> 1 (cosine)
+
+Choices the paper leaves open: the losses of the sampled sub-networks are summed (as in the
+sandwich rule of US-Nets); depth variants share the switchable BN of their width; heads slim
+with the width; "smallest" is the smallest width at the shallowest depth of the grid; random
+members are drawn without replacement from the grid minus the networks already chosen, with a
+generator seeded by the run seed (identical on every rank, saved for resumption).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+
+from ..losses import byol_loss
+from ..slim_ops import SlimMLP
+from ..spec import SubnetSpec
+from .base import PretrainMethod, StepContext, frozen_copy, register_method
+
+
+@register_method("dspnet-byol")
+class DSPNetBYOL(PretrainMethod):
+    """DSPNet with BYOL's online/target networks."""
+
+    def __init__(self, encoder, method_recipe, seed: int = 0):
+        super().__init__(encoder, method_recipe, seed)
+        widths = list(encoder.widths)
+        feat = encoder.num_features(SubnetSpec(widths[0]))
+        self.projector = SlimMLP([feat, *method_recipe.proj_dims], widths, bn=True)
+        self.predictor = SlimMLP([method_recipe.proj_dims[-1], *method_recipe.pred_dims], widths, bn=True)
+        self.target_encoder = frozen_copy(encoder)
+        self.target_projector = frozen_copy(self.projector)
+        depths = [None] + [tuple(d) for d in method_recipe.depths]
+        grid = [SubnetSpec(w, d).canonical(encoder.stage_blocks) for w in widths for d in depths]
+        self.grid: List[SubnetSpec] = list(dict.fromkeys(grid))
+        self.largest = SubnetSpec(widths[0])
+        shallowest = min(depths, key=lambda d: sum(d) if d is not None else sum(encoder.stage_blocks))
+        self.smallest = SubnetSpec(widths[-1], shallowest).canonical(encoder.stage_blocks)
+        self.desired_specs = [encoder.check_subnet(d) for d in method_recipe.desired]
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def online_and_target(self):
+        return [(self.encoder, self.target_encoder), (self.projector, self.target_projector)]
+
+    def desired(self) -> List[str]:
+        return [str(s) for s in self.desired_specs]
+
+    def sample_subnets(self) -> List[SubnetSpec]:
+        """This step's sub-networks: largest, smallest, every desired network, then N random ones."""
+        chosen = list(dict.fromkeys([self.largest, self.smallest, *self.desired_specs]))
+        rest = [s for s in self.grid if s not in chosen]
+        picks = torch.randperm(len(rest), generator=self.generator)[: self.cfg.num_random].tolist()
+        return chosen + [rest[i] for i in sorted(picks)]
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor,
+                ctx: StepContext) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        with torch.no_grad():
+            self.target_projector.set_width_index(0)
+            z1 = self.target_projector(self.target_encoder(view1))
+            z2 = self.target_projector(self.target_encoder(view2))
+        total = view1.new_zeros((), dtype=torch.float32)
+        terms: Dict[str, torch.Tensor] = {}
+        for spec in self.sample_subnets():
+            self.encoder.set_subnet(spec)
+            index = self.encoder.width_index(spec.width)
+            self.projector.set_width_index(index)
+            self.predictor.set_width_index(index)
+            p1 = self.predictor(self.projector(self.encoder(view1)))
+            p2 = self.predictor(self.projector(self.encoder(view2)))
+            loss = byol_loss(p1, z2) + byol_loss(p2, z1)
+            terms[f"{spec}/byol"] = loss.detach()
+            total = total + loss
+        self.encoder.set_subnet(self.largest)
+        return total, terms
+
+    # The sampling generator travels with the state dict, so a resumed run samples the same networks.
+    def get_extra_state(self):
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state) -> None:
+        self.generator.set_state(state["generator"])

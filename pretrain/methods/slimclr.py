@@ -1,0 +1,80 @@
+"""What SlimCLR adds to a contrastive method: slow start, online distillation, loss re-weighting.
+
+SlimCLR (Zhao & Wang, IJCV 2024), per step::
+
+    keys  = full-width key (momentum) encoder on the other view        # no gradient
+    for each width w, full width first:                                # all widths after slow start
+        logits_w = contrastive logits of query(w) against keys (and the queue)
+        L_w      = InfoNCE(logits_w)
+        if w is a sub-network and distillation is on:
+            L_w  = (1 - a) * L_w + a * T_s^2 * CE(softmax(logits_full.detach() / T_t), log_softmax(logits_w / T_s))
+    loss = sum_w weight_w * L_w          # weight_full = 1 + sum(widths) - max(widths), others 1
+
+Before ``slim_start_epoch`` only the full width runs (weight 1), so sub-network losses are zero
+and parameters used only by sub-networks get no gradient. The variants (MoCo v2 with a queue,
+MoCo v3 symmetric without one) say how keys and logits are made.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Dict, List, Tuple
+
+import torch
+
+from ..losses import info_nce, soft_cross_entropy, width_loss_weights
+from ..spec import SubnetSpec, format_width
+from .base import PretrainMethod, StepContext
+
+Logits = List[Tuple[torch.Tensor, torch.Tensor]]   # (logits, labels) per loss direction
+
+
+class SlimCLR(PretrainMethod, abc.ABC):
+    """The SlimCLR step; subclasses implement ``compute_keys``, ``width_logits`` and ``after_keys``."""
+
+    # MoCo v3 scales its contrastive loss by 2T; MoCo v2 does not.
+    nce_scale_by_temperature = False
+
+    def __init__(self, encoder, method_recipe, seed: int = 0):
+        super().__init__(encoder, method_recipe, seed)
+        self.widths = list(encoder.widths)
+        self.loss_weights = width_loss_weights(self.widths, method_recipe.loss_weights)
+
+    @abc.abstractmethod
+    def compute_keys(self, view1: torch.Tensor, view2: torch.Tensor):
+        """Full-width keys from the momentum encoder (no gradient)."""
+
+    @abc.abstractmethod
+    def width_logits(self, index: int, view1: torch.Tensor, view2: torch.Tensor, keys) -> Logits:
+        """Contrastive logits (already divided by the temperature) of the query at width ``index``."""
+
+    def after_keys(self, keys) -> None:
+        """Hook after the loss is built (MoCo v2 enqueues its keys here)."""
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor,
+                ctx: StepContext) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        nce_scale = 2.0 * cfg.temperature if self.nce_scale_by_temperature else 1.0
+        keys = self.compute_keys(view1, view2)
+        widths = self.widths if ctx.slim_active else self.widths[:1]
+        total = view1.new_zeros((), dtype=torch.float32)
+        terms: Dict[str, torch.Tensor] = {}
+        teacher: List[torch.Tensor] = []
+        for i, width in enumerate(widths):
+            name = f"w{format_width(width)}"
+            pairs = self.width_logits(i, view1, view2, keys)
+            nce = sum(info_nce(logits, labels) for logits, labels in pairs) * nce_scale
+            terms[f"{name}/infonce"] = nce.detach()
+            loss = nce
+            if i == 0:
+                teacher = [logits.detach() for logits, _ in pairs]
+            elif cfg.distill:
+                kd = sum(soft_cross_entropy(logits, t, cfg.student_temp, cfg.teacher_temp)
+                         for (logits, _), t in zip(pairs, teacher))
+                terms[f"{name}/kd"] = kd.detach()
+                loss = (1.0 - cfg.distill_alpha) * nce + cfg.distill_alpha * kd
+            # Re-weighting balances the full width against the sub-networks; alone, it keeps weight 1.
+            weight = self.loss_weights[width] if ctx.slim_active else 1.0
+            total = total + weight * loss
+        self.encoder.set_subnet(SubnetSpec(self.widths[0]))
+        self.after_keys(keys)
+        return total, terms

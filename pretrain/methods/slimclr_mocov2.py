@@ -1,0 +1,66 @@
+"""SlimCLR-MoCo v2: slimmable query encoder and MLP head, full-width momentum key encoder, a queue.
+
+Per step (on top of ``SlimCLR``'s loop over widths)::
+
+    k         = normalize(key_head(key_encoder(view2)))           # full width, no gradient
+    q_w       = normalize(head_w(encoder_w(view1)))
+    logits_w  = [q_w . k, q_w . queue] / T                        # positive at index 0
+    enqueue(all_gather(k))                                        # keys of every rank
+    key_encoder, key_head <- m * key + (1 - m) * query            # after the optimizer step
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..distributed import concat_all_gather
+from ..slim_ops import SlimMLP
+from ..spec import SubnetSpec
+from .base import frozen_copy, register_method
+from .slimclr import SlimCLR
+
+
+@register_method("slimclr-mocov2")
+class SlimCLRMoCoV2(SlimCLR):
+    """SlimCLR on MoCo v2."""
+
+    def __init__(self, encoder, method_recipe, seed: int = 0):
+        super().__init__(encoder, method_recipe, seed)
+        feat = encoder.num_features(SubnetSpec(encoder.widths[0]))
+        # MoCo v2's head: Linear-ReLU-Linear, no BN; the hidden layer slims with the width.
+        self.head = SlimMLP([feat, *method_recipe.proj_dims], self.widths, bn=False)
+        self.key_encoder = frozen_copy(encoder)
+        self.key_head = frozen_copy(self.head)
+        dim = method_recipe.proj_dims[-1]
+        self.register_buffer("queue", F.normalize(torch.randn(dim, method_recipe.queue_size), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def online_and_target(self):
+        return [(self.encoder, self.key_encoder), (self.head, self.key_head)]
+
+    @torch.no_grad()
+    def compute_keys(self, view1, view2):
+        self.key_head.set_width_index(0)
+        k = F.normalize(self.key_head(self.key_encoder(view2)), dim=1)
+        # Clone the queue: it is updated in place after the logits that use it are built.
+        return k, self.queue.clone()
+
+    def width_logits(self, index, view1, view2, keys):
+        k, queue = keys
+        self.encoder.set_subnet(SubnetSpec(self.widths[index]))
+        self.head.set_width_index(index)
+        q = F.normalize(self.head(self.encoder(view1)), dim=1)
+        pos = (q * k).sum(dim=1, keepdim=True)
+        neg = q @ queue.to(q.dtype)
+        logits = torch.cat([pos, neg], dim=1) / self.cfg.temperature
+        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        return [(logits, labels)]
+
+    @torch.no_grad()
+    def after_keys(self, keys) -> None:
+        k = concat_all_gather(keys[0]).to(self.queue.dtype)
+        size = self.queue.shape[1]
+        idx = (self.queue_ptr + torch.arange(k.shape[0], device=k.device)) % size
+        self.queue[:, idx] = k.T
+        self.queue_ptr.copy_((self.queue_ptr + k.shape[0]) % size)

@@ -1,0 +1,275 @@
+"""Pretraining recipes: typed dataclasses read from YAML with ``pretrain.config``.
+
+A recipe has five sections (``method``, ``model``, ``data``, ``optim``, ``run``). The ``method``
+section's schema is chosen by ``method.name``, so each method has its own keys and defaults
+(temperature 0.2 for SlimCLR-MoCo v2, 1.0 for MoCo v3, ...) and a key of another method is
+rejected by name. ``load_recipe`` returns the fully resolved recipe; ``to_dict`` of it is what
+``--dry-run`` prints and what the checkpoint records.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence
+
+from .config import apply_overrides, from_dict, load_yaml, to_dict
+from .errors import ConfigError
+from .losses import LOSS_WEIGHTINGS
+from .resnet import ARCHS, parse_arch
+from .spec import SubnetError, SubnetSpec, check_contained
+
+
+@dataclass
+class SlimCLRRecipe:
+    """Keys shared by both SlimCLR variants: slow start, online distillation, loss re-weighting."""
+
+    name: str = "slimclr-mocov2"
+    temperature: float = 0.2
+    momentum: float = 0.999                 # key encoder EMA momentum (start value when cosine)
+    momentum_schedule: Literal["constant", "cosine"] = "constant"
+    slim_start_epoch: float = 0.0           # before it only the full width trains
+    slim_start_lr: Optional[float] = None   # lr at the switch; null continues the schedule
+    distill: bool = True
+    distill_alpha: float = 0.5              # sub-network loss = (1-a) InfoNCE + a KD
+    teacher_temp: float = 5.0
+    student_temp: float = 5.0
+    loss_weights: str = "slimclr"           # slimclr | proportional | uniform
+
+    def validate(self) -> None:
+        if self.loss_weights not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weights: expected one of {', '.join(LOSS_WEIGHTINGS)}, got {self.loss_weights!r}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"distill_alpha: expected a value in [0, 1], got {self.distill_alpha}")
+        for key in ("temperature", "teacher_temp", "student_temp"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key}: expected a positive value, got {getattr(self, key)}")
+        _check_momentum(self.momentum)
+        if self.slim_start_epoch < 0:
+            raise ValueError(f"slim_start_epoch: expected >= 0, got {self.slim_start_epoch}")
+
+
+@dataclass
+class MoCoV2Recipe(SlimCLRRecipe):
+    """SlimCLR-MoCo v2: queue of full-width keys, slimmable 2-layer MLP head."""
+
+    name: str = "slimclr-mocov2"
+    queue_size: int = 65536
+    proj_dims: List[int] = field(default_factory=lambda: [2048, 128])  # hidden (x width), output
+
+    def validate(self) -> None:
+        super().validate()
+        if self.queue_size < 1:
+            raise ValueError(f"queue_size: expected a positive number of keys, got {self.queue_size}")
+        _check_dims("proj_dims", self.proj_dims)
+
+
+@dataclass
+class MoCoV3Recipe(SlimCLRRecipe):
+    """SlimCLR-MoCo v3: no queue, slimmable projector and predictor, symmetric loss."""
+
+    name: str = "slimclr-mocov3"
+    temperature: float = 1.0
+    momentum: float = 0.99
+    momentum_schedule: Literal["constant", "cosine"] = "cosine"
+    teacher_temp: float = 1.0
+    student_temp: float = 1.0
+    proj_dims: List[int] = field(default_factory=lambda: [4096, 4096, 256])
+    pred_dims: List[int] = field(default_factory=lambda: [4096, 256])
+    head_bn: bool = True                    # BatchNorm in projector and predictor
+
+    def validate(self) -> None:
+        super().validate()
+        _check_dims("proj_dims", self.proj_dims)
+        _check_dims("pred_dims", self.pred_dims)
+        if self.pred_dims[-1] != self.proj_dims[-1]:
+            raise ValueError(f"pred_dims: the predictor must end at the projection size {self.proj_dims[-1]}, "
+                             f"got {self.pred_dims[-1]}")
+
+
+@dataclass
+class BYOLRecipe:
+    """DSPNet (BYOL): EMA target of the full network, sampled sub-networks over width x depth."""
+
+    name: str = "dspnet-byol"
+    momentum: float = 0.996
+    momentum_schedule: Literal["constant", "cosine"] = "cosine"
+    proj_dims: List[int] = field(default_factory=lambda: [4096, 256])
+    pred_dims: List[int] = field(default_factory=lambda: [4096, 256])
+    desired: List[str] = field(default_factory=list)        # e.g. [w1.0, w0.5, w1.0-d2.2.2.2]
+    depths: List[List[int]] = field(default_factory=list)   # depth grid besides the full depth
+    num_random: int = 2                                     # random grid members per step
+
+    def validate(self) -> None:
+        _check_momentum(self.momentum)
+        _check_dims("proj_dims", self.proj_dims)
+        _check_dims("pred_dims", self.pred_dims)
+        if self.pred_dims[-1] != self.proj_dims[-1]:
+            raise ValueError(f"pred_dims: the predictor must end at the projection size {self.proj_dims[-1]}, "
+                             f"got {self.pred_dims[-1]}")
+        if self.num_random < 0:
+            raise ValueError(f"num_random: expected >= 0, got {self.num_random}")
+        for i, d in enumerate(self.desired):
+            try:
+                SubnetSpec.parse(d)
+            except SubnetError as e:
+                raise ValueError(f"desired[{i}]: {e}") from None
+
+
+METHOD_RECIPES = {"slimclr-mocov2": MoCoV2Recipe, "slimclr-mocov3": MoCoV3Recipe, "dspnet-byol": BYOLRecipe}
+
+
+@dataclass
+class ModelRecipe:
+    """The slimmable encoder."""
+
+    arch: str = "slim_resnet50"
+    widths: List[float] = field(default_factory=lambda: [1.0, 0.75, 0.5, 0.25])
+    stem: Literal["imagenet", "small"] = "imagenet"
+    zero_init_residual: bool = False
+    sync_bn: bool = False                   # convert BatchNorm to SyncBatchNorm under DDP
+
+    def validate(self) -> None:
+        try:
+            parse_arch(self.arch)
+        except ValueError as e:
+            raise ValueError(f"arch: {e}") from None
+        w = [round(float(x), 6) for x in self.widths]
+        if not w or any(not 0 < x <= 1 for x in w) or w != sorted(set(w), reverse=True):
+            raise ValueError(f"widths: expected distinct values in (0, 1], descending, got {self.widths}")
+
+
+@dataclass
+class DataRecipe:
+    """Two-view training data."""
+
+    dataset: Literal["imagefolder", "fashion-mnist"] = "imagefolder"
+    root: Optional[str] = None              # ImageFolder train dir, or Fashion-MNIST IDX dir
+    image_size: int = 224
+    augment: Literal["mocov2", "byol"] = "mocov2"   # byol is also MoCo v3's recipe
+    crop_scale: List[float] = field(default_factory=lambda: [0.2, 1.0])
+    batch_size: int = 256                   # global batch over all ranks
+    workers: int = 4                        # data loader workers per rank
+    limit: Optional[int] = None             # use only the first N training images
+
+    def validate(self) -> None:
+        if self.dataset == "imagefolder" and not self.root:
+            raise ValueError("root: an imagefolder dataset needs root: DIR (the train/ folder of CLASS/*.JPEG)")
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale: expected [min, max] with 0 < min <= max <= 1, got {self.crop_scale}")
+        for key in ("image_size", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: expected a positive value, got {getattr(self, key)}")
+        if self.workers < 0:
+            raise ValueError(f"workers: expected >= 0, got {self.workers}")
+
+
+@dataclass
+class OptimRecipe:
+    """Optimizer and learning-rate schedule (linear warm-up, then cosine)."""
+
+    name: Literal["sgd", "lars"] = "sgd"
+    lr: float = 0.03                        # peak lr for the global batch (no implicit scaling)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    exclude_bn_bias: bool = False           # no weight decay (and no LARS scaling) for BN and biases
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    grad_clip: Optional[float] = None       # max global gradient norm
+    trust_coefficient: float = 0.001        # LARS eta
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr: expected a positive value, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.min_lr < 0:
+            raise ValueError("weight_decay, warmup_epochs and min_lr must be >= 0")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip: expected a positive norm or null, got {self.grad_clip}")
+
+
+@dataclass
+class RunRecipe:
+    """Length, seeds, precision, checkpoints and logs."""
+
+    epochs: int = 100
+    max_steps: Optional[int] = None         # stop after this many steps (the schedule still spans epochs)
+    seed: int = 0
+    deterministic: bool = False             # torch.use_deterministic_algorithms (exact resume on CPU)
+    amp: bool = True                        # mixed precision, used only when CUDA is available
+    checkpoint_every: int = 1000            # steps
+    log_every: int = 10                     # steps
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs: expected >= 1, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps: expected >= 1 or null, got {self.max_steps}")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("checkpoint_every and log_every must be >= 1")
+
+
+@dataclass
+class Recipe:
+    """A whole pretraining recipe."""
+
+    method: Any = None
+    model: ModelRecipe = field(default_factory=ModelRecipe)
+    data: DataRecipe = field(default_factory=DataRecipe)
+    optim: OptimRecipe = field(default_factory=OptimRecipe)
+    run: RunRecipe = field(default_factory=RunRecipe)
+
+    @property
+    def method_name(self) -> str:
+        return self.method.name
+
+
+def _check_momentum(m: float) -> None:
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum: expected a value in [0, 1], got {m}")
+
+
+def _check_dims(key: str, dims: Sequence[int]) -> None:
+    if not dims or any(d < 1 for d in dims):
+        raise ValueError(f"{key}: expected a non-empty list of positive sizes, got {list(dims)}")
+
+
+def _check_subnets(recipe: Recipe, source: str) -> None:
+    """Desired networks and depth grid must lie inside the model."""
+    if not isinstance(recipe.method, BYOLRecipe):
+        return
+    stage_blocks = ARCHS[parse_arch(recipe.model.arch)][1]
+    for i, d in enumerate(recipe.method.depths):
+        if len(d) != len(stage_blocks) or any(not 1 <= b <= n for b, n in zip(d, stage_blocks)):
+            raise ConfigError(f"{source}: key 'method.depths[{i}]': expected {len(stage_blocks)} block counts "
+                              f"between 1 and {list(stage_blocks)}, got {d}")
+    for i, d in enumerate(recipe.method.desired):
+        try:
+            check_contained(SubnetSpec.parse(d), recipe.model.widths, stage_blocks)
+        except SubnetError as e:
+            raise ConfigError(f"{source}: key 'method.desired[{i}]': {e}") from None
+
+
+def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
+    """Build a Recipe from plain data; errors name ``source`` and the dotted key."""
+    data = dict(data)
+    method = data.pop("method", None)
+    if not isinstance(method, Mapping) or "name" not in method:
+        raise ConfigError(f"{source}: missing required key 'method.name' (one of {', '.join(METHOD_RECIPES)})")
+    cls = METHOD_RECIPES.get(method["name"])
+    if cls is None:
+        raise ConfigError(f"{source}: key 'method.name': expected one of {', '.join(METHOD_RECIPES)}, "
+                          f"got {method['name']!r}")
+    recipe = from_dict(Recipe, data, source)
+    recipe.method = from_dict(cls, method, source, prefix="method.")
+    _check_subnets(recipe, source)
+    return recipe
+
+
+def load_recipe(path: "str | Path", overrides: Sequence[str] = ()) -> Recipe:
+    """Read a YAML recipe, apply ``key=value`` overrides, validate and resolve every default."""
+    data = apply_overrides(load_yaml(path), overrides, source=f"{path} (command line override)")
+    return parse_recipe(data, str(path))
+
+
+def recipe_dict(recipe: Recipe) -> Dict[str, Any]:
+    """The resolved recipe as plain data (printed by --dry-run, stored in checkpoints)."""
+    return to_dict(recipe)

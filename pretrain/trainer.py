@@ -1,0 +1,326 @@
+"""One training loop for every pretraining method, on one CPU process or N GPUs under torchrun.
+
+A run folder holds:
+
+- ``checkpoint.pt``: the slimmable encoder in the SlimBench checkpoint format (what ``bench``
+  lists, extracts and benchmarks), written every ``run.checkpoint_every`` steps and at the end;
+- ``train_state.pt``: everything ``--resume`` needs to continue exactly (method modules with the
+  momentum encoder, queue and heads; optimizer; AMP scaler; step; every RNG);
+- ``log.jsonl``: one JSON line per logging step (step, lr, momentum, each loss term, throughput);
+- ``recipe.yaml``: the resolved recipe.
+
+Both ``.pt`` files are written atomically, so a killed run always leaves the last good pair.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+from tqdm import tqdm
+
+from .checkpoint import Checkpoint, atomic_torch_save, atomic_write_bytes, save_checkpoint
+from .distributed import DistInfo, all_reduce_mean, barrier, init_from_env
+from .errors import SlimBenchError
+from .loader import build_loader
+from .methods import PretrainMethod, StepContext, build_method
+from .optim import LRSchedule, build_optimizer, set_lr
+from .recipe import Recipe, SlimCLRRecipe, recipe_dict
+from .resnet import SlimResNet, parse_arch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+STATE_FILE = "train_state.pt"
+LOG_FILE = "log.jsonl"
+RECIPE_FILE = "recipe.yaml"
+STATE_FORMAT = "slimbench.train_state"
+# Keys that may change between a run and its resumption without changing what is computed.
+RESUMABLE_CHANGES = ("run.max_steps", "run.checkpoint_every", "run.log_every", "data.workers")
+
+
+class TrainingError(SlimBenchError):
+    """A run that cannot start, resume or continue."""
+
+
+class NonFiniteLoss(TrainingError):
+    """The loss became NaN or infinite; the run stopped keeping the last good checkpoint."""
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run produced."""
+
+    out: Path
+    checkpoint: Path
+    steps: int          # steps completed in total
+    total_steps: int    # steps of the whole schedule
+    last_loss: float
+
+
+def build_encoder(recipe: Recipe) -> SlimResNet:
+    """The recipe's slimmable encoder (pooled features, no classifier)."""
+    m = recipe.model
+    return SlimResNet(parse_arch(m.arch), widths=m.widths, stem=m.stem, zero_init_residual=m.zero_init_residual)
+
+
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_train_state(out: Path, recipe: Recipe) -> Dict[str, Any]:
+    """Read a run folder's own training state and check the recipe still describes that run."""
+    path = Path(out) / STATE_FILE
+    if not path.is_file():
+        raise TrainingError(f"--resume: {path} does not exist; nothing to resume in {out}")
+    # This file holds Python RNG states and optimizer state, which need full unpickling. It is the
+    # run's own file, written by this trainer, never a file a user hands over: only here do we
+    # allow weights_only=False.
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for damaged archives
+        raise TrainingError(f"--resume: {path} cannot be read ({type(e).__name__}: {e})".splitlines()[0]) from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise TrainingError(f"--resume: {path} is not a SlimBench training state")
+    old, new = _flatten(state["recipe"]), _flatten(recipe_dict(recipe))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        raise TrainingError(f"--resume: the recipe differs from the run in {out} ({diffs}); only "
+                            f"{', '.join(RESUMABLE_CHANGES)} may change when resuming")
+    return state
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    previous = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+class _RunLog:
+    """Appends one JSON line per logging step; on resume drops lines past the resumed step."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: Optional[int]):
+        self.path, self.enabled = path, enabled
+        if enabled and resume_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+        elif enabled and resume_step is None:
+            path.write_text("")
+
+    def write(self, record: Dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class Trainer:
+    """Runs one recipe into one run folder."""
+
+    def __init__(self, recipe: Recipe, out: "str | Path", resume: bool = False, progress: bool = True):
+        self.recipe, self.out, self.resume, self.progress = recipe, Path(out), resume, progress
+        self.config = recipe_dict(recipe)
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _setup(self, info: DistInfo) -> None:
+        r = self.recipe
+        self.info = info
+        torch.manual_seed(r.run.seed)
+        random.seed(r.run.seed)
+        np.random.seed(r.run.seed)
+        self.method: PretrainMethod = build_method(r, build_encoder(r)).to(info.device)
+        if r.model.sync_bn and info.distributed:
+            self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+        self.optimizer = build_optimizer(self.method, r.optim)
+        self.use_amp = r.run.amp and info.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.loader, self.sampler = build_loader(r.data, r.run.seed, info.rank, info.world_size,
+                                                 pin_memory=info.device.type == "cuda")
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        self.total_steps = r.run.epochs * self.steps_per_epoch
+        self.stop_step = min(self.total_steps, r.run.max_steps or self.total_steps)
+        self.slim_start_step = 0
+        restart_lr = None
+        if isinstance(r.method, SlimCLRRecipe):
+            self.slim_start_step = math.ceil(r.method.slim_start_epoch * self.steps_per_epoch)
+            restart_lr = r.method.slim_start_lr if self.slim_start_step > 0 else None
+        self.schedule = LRSchedule(r.optim.lr, self.total_steps, round(r.optim.warmup_epochs * self.steps_per_epoch),
+                                   r.optim.min_lr, self.slim_start_step if restart_lr is not None else None,
+                                   restart_lr)
+        self.model: nn.Module = self.method
+        if info.distributed:
+            # Sub-networks (and, before the slim start, every sub-network-only BN) leave some
+            # parameters without gradient in a step, hence find_unused_parameters.
+            self.model = nn.parallel.DistributedDataParallel(
+                self.method, device_ids=[info.device] if info.device.type == "cuda" else None,
+                find_unused_parameters=True)
+
+    def _restore(self) -> int:
+        state = load_train_state(self.out, self.recipe)
+        if state["world_size"] != self.info.world_size:
+            log.warning("resuming a %d-rank run on %d ranks: the data order per step is kept, BN batches differ",
+                        state["world_size"], self.info.world_size)
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        return int(state["step"])
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _save(self, step: int) -> None:
+        if self.info.is_main:
+            encoder = self.method.encoder
+            ckpt = Checkpoint.from_model(encoder, method=self.method.name, config=self.config,
+                                         desired=self.method.desired(),
+                                         extra={"steps": step, "total_steps": self.total_steps,
+                                                "epoch": step / self.steps_per_epoch})
+            save_checkpoint(ckpt, self.out / CHECKPOINT_FILE)
+            atomic_torch_save({"format": STATE_FORMAT, "version": 1, "step": step, "recipe": self.config,
+                               "world_size": self.info.world_size, "method": self.method.state_dict(),
+                               "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                               "rng": _rng_state()}, self.out / STATE_FILE)
+            self.last_saved = step
+        barrier()
+
+    def _fail(self, step: int, loss: float, terms: Dict[str, torch.Tensor]) -> None:
+        detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        kept = (f"the last good checkpoint is {self.out / CHECKPOINT_FILE} (step {self.last_saved})"
+                if self.last_saved is not None else "no checkpoint had been written yet")
+        raise NonFiniteLoss(f"step {step}: the loss is {loss} (terms: {detail}); stopped, {kept}. "
+                            f"Lower optim.lr, add optim.grad_clip, or check the data")
+
+    # -- the loop --------------------------------------------------------------------------
+    def _step(self, step: int, view1: torch.Tensor, view2: torch.Tensor):
+        ctx = StepContext(step, self.total_steps, step / self.steps_per_epoch, step >= self.slim_start_step)
+        lr = self.schedule(step)
+        set_lr(self.optimizer, lr)
+        with torch.autocast(self.info.device.type, enabled=self.use_amp):
+            loss, terms = self.model(view1, view2, ctx)
+        mean_loss = all_reduce_mean(loss)
+        if not torch.isfinite(mean_loss):
+            self._fail(step + 1, float(mean_loss), terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.recipe.optim.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                     self.recipe.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        momentum = self.method.update_target(ctx)
+        return ctx, lr, momentum, float(mean_loss), terms
+
+    def _announce(self, start: int) -> None:
+        r = self.recipe
+        log.info("%s: %s %s widths %s, %d steps (%d epochs x %d), global batch %d on %d rank(s), from step %d",
+                 self.out, r.method.name, r.model.arch, r.model.widths, self.total_steps, r.run.epochs,
+                 self.steps_per_epoch, r.data.batch_size, self.info.world_size, start)
+        if isinstance(r.method, SlimCLRRecipe):
+            log.info("loss weights per width (%s): %s", r.method.loss_weights,
+                     getattr(self.method, "loss_weights", {}))
+
+    def _slim_start_message(self) -> str:
+        r = self.recipe.method
+        how = (f"the lr is set to slim_start_lr={r.slim_start_lr:g} and decays from there"
+               if r.slim_start_lr is not None else f"the lr continues the schedule at {self.schedule(self.slim_start_step):.4g}")
+        return (f"slow start over at step {self.slim_start_step} (epoch {r.slim_start_epoch:g}): "
+                f"every width trains from now on; {how}")
+
+    def run(self) -> RunResult:
+        """Train until the schedule ends or ``run.max_steps``; returns the run's result."""
+        info = init_from_env()
+        r = self.recipe
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if not self.resume and (self.out / STATE_FILE).exists():
+                raise TrainingError(f"{self.out} already holds a run ({STATE_FILE}); pass --resume to continue "
+                                    f"it or choose another --out")
+        with _deterministic(r.run.deterministic):
+            self._setup(info)
+            self.last_saved: Optional[int] = None
+            start = self._restore() if self.resume else 0
+            if self.resume:
+                self.last_saved = start
+            if info.is_main:
+                atomic_write_bytes(self.out / RECIPE_FILE, yaml.safe_dump(self.config, sort_keys=False).encode())
+            self._announce(start)
+            if 0 < self.slim_start_step <= start:
+                log.info("resuming after the slow start: every width trains")
+            elif start == 0 and self.slim_start_step == 0 and isinstance(r.method, SlimCLRRecipe):
+                log.info("no slow start: every width trains from step 0")
+            run_log = _RunLog(self.out / LOG_FILE, info.is_main, start if self.resume else None)
+            last_loss = float("nan")
+            bar = tqdm(total=self.stop_step, initial=start, disable=not (info.is_main and self.progress),
+                       desc=f"pretrain {r.method.name}", unit="step", dynamic_ncols=True)
+            batches = None
+            tick, images = time.perf_counter(), 0
+            self.method.train()
+            for step in range(start, self.stop_step):
+                epoch, batch = divmod(step, self.steps_per_epoch)
+                if batches is None or batch == 0:
+                    self.sampler.set_position(epoch, batch)
+                    batches = iter(self.loader)
+                view1, view2 = (v.to(info.device, non_blocking=True) for v in next(batches))
+                if step == self.slim_start_step and step > 0:
+                    log.info(self._slim_start_message())
+                ctx, lr, momentum, last_loss, terms = self._step(step, view1, view2)
+                done = step + 1
+                images += r.data.batch_size
+                bar.update(1)
+                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.3g}")
+                if done % r.run.log_every == 0 or done == self.stop_step:
+                    values = all_reduce_mean(torch.stack([t.float() for t in terms.values()])).tolist()
+                    elapsed = time.perf_counter() - tick
+                    run_log.write({"step": done, "epoch": round(done / self.steps_per_epoch, 4), "lr": lr,
+                                   "momentum": momentum, "loss": last_loss, "slim_active": ctx.slim_active,
+                                   **dict(zip(terms, values)), "images_per_s": round(images / max(elapsed, 1e-9), 2)})
+                    tick, images = time.perf_counter(), 0
+                if done % r.run.checkpoint_every == 0 or done == self.stop_step:
+                    self._save(done)
+            bar.close()
+        log.info("%s: %d of %d steps done, checkpoint %s", self.out, self.stop_step, self.total_steps,
+                 self.out / CHECKPOINT_FILE)
+        return RunResult(self.out, self.out / CHECKPOINT_FILE, self.stop_step, self.total_steps, last_loss)
+
+
+def train(recipe: Recipe, out: "str | Path", resume: bool = False, progress: bool = True) -> RunResult:
+    """Pretrain ``recipe`` into the run folder ``out`` (``resume`` continues the run found there)."""
+    return Trainer(recipe, out, resume, progress).run()
