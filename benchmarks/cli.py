@@ -16,6 +16,7 @@ from pretrain.errors import SlimBenchError
 COMMAND_MODULES = [
     "benchmarks.commands.checkpoints",
     "benchmarks.commands.demo",
+    "benchmarks.commands.pretrain",
 ]
 
 

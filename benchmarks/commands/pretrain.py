@@ -1,0 +1,41 @@
+"""`bench pretrain`: turn a YAML recipe into a slimmable checkpoint (runs unchanged under torchrun)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub, list_sub) -> None:
+    """Add `bench pretrain` to the parser."""
+    p = sub.add_parser("pretrain", help="pretrain a slimmable network from a recipe (SlimCLR, DSPNet)",
+                       description="Pretrain from configs/pretrain/*.yaml. Under `torchrun --nproc_per_node N "
+                                   "-m benchmarks.cli pretrain ...` every rank joins one DDP run.")
+    p.add_argument("--config", required=True, type=Path, help="recipe YAML (configs/pretrain/*.yaml)")
+    p.add_argument("--out", type=Path, help="run folder (default: runs/pretrain/<recipe name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--dry-run", action="store_true", help="validate the recipe and print it resolved; no training")
+    p.add_argument("--data-root", type=Path, help="dataset folder (sets data.root)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs and log.jsonl only)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. run.epochs=10")
+    p.set_defaults(func=cmd_pretrain)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pretrain.recipe import load_recipe, recipe_dict
+
+    overrides = list(args.overrides)
+    if args.data_root is not None:
+        overrides.append(f"data.root={args.data_root}")
+    recipe = load_recipe(args.config, overrides)
+    if args.dry_run:
+        print(yaml.safe_dump(recipe_dict(recipe), sort_keys=False), end="")
+        return 0
+    from pretrain.trainer import train
+
+    out = args.out or Path("runs/pretrain") / args.config.stem
+    result = train(recipe, out, resume=args.resume, progress=not args.no_progress)
+    print(f"wrote {result.checkpoint}: {recipe.method.name} {recipe.model.arch} widths {recipe.model.widths}, "
+          f"{result.steps}/{result.total_steps} steps, last loss {result.last_loss:.4f}")
+    return 0
