@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "benchmarks.commands.checkpoints",
     "benchmarks.commands.demo",
     "benchmarks.commands.pretrain",
+    "benchmarks.commands.run",
+    "benchmarks.commands.leaderboard",
 ]
 
 

@@ -63,6 +63,9 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     seed: int = 0
     launch: Dict[str, Any] = field(default_factory=dict)  # num_gpus, num_machines, dist_url, ...
+    checkpoint_digest: str = ""      # sha256 of the checkpoint file; keys caches shared across runs
+    cache_dir: Optional[Path] = None  # where protocols may cache work across runs (extracted features)
+    info: Dict[str, Any] = field(default_factory=dict)  # notes a protocol stores with the run (subset digest, threads)
 
     def model(self):
         """A fresh SlimResNet with the checkpoint's weights."""

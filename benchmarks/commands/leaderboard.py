@@ -1,0 +1,48 @@
+"""`bench leaderboard`: the results store as a Markdown, CSV or HTML table (+ accuracy-vs-MACs PNG)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub, list_sub) -> None:
+    """Add `bench leaderboard` and `bench list runs` to the parser."""
+    p = sub.add_parser("leaderboard", help="one row per checkpoint and sub-network from the finished runs")
+    p.add_argument("--format", choices=["md", "csv", "html"], default="md")
+    p.add_argument("--out", type=Path, help="write here (the plot goes beside it as .png); default: print")
+    p.add_argument("--suite", action="append", help="only these suites (repeatable)")
+    p.add_argument("--db", type=Path, help="results database (default $SLIMBENCH_DB or ./runs/results.db)")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = list_sub.add_parser("runs", help="every run in the results store with its status")
+    p.add_argument("--db", type=Path)
+    p.add_argument("--status", choices=["running", "finished", "failed"])
+    p.set_defaults(func=cmd_list_runs)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmarks.leaderboard import build, render
+    from benchmarks.store import ResultsStore
+    from pretrain.checkpoint import atomic_write_bytes
+
+    board = build(ResultsStore(args.db).rows(), args.suite)
+    text, png = render(board, args.format)
+    if args.out is None:
+        print(text, end="")
+        return 0
+    atomic_write_bytes(args.out, text.encode())
+    print(f"wrote {args.out}: {len(board.rows)} rows, {len(board.metric_columns)} metric columns")
+    if png is not None:
+        atomic_write_bytes(args.out.with_suffix(".png"), png)
+        print(f"wrote {args.out.with_suffix('.png')}")
+    return 0
+
+
+def cmd_list_runs(args: argparse.Namespace) -> int:
+    from benchmarks.store import ResultsStore
+
+    print(f"{'run':<26}{'status':<10}{'suite':<22}{'checkpoint':<34}{'started':<28}message")
+    for r in ResultsStore(args.db).runs(args.status):
+        ckpt = f"{Path(r['checkpoint_path']).name}@{r['checkpoint_digest'][:8]}"
+        print(f"{r['run_id']:<26}{r['status']:<10}{r['suite']:<22}{ckpt:<34}{r['started_at']:<28}{r['message']}")
+    return 0

@@ -1,0 +1,70 @@
+"""`bench run` and `bench list suites`: run a suite on a checkpoint; list the shipped suites."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def register(sub, list_sub) -> None:
+    """Add `bench run` and `bench list suites` to the parser."""
+    p = sub.add_parser("run", help="run a benchmark suite on a checkpoint and store the results")
+    p.add_argument("--suite", required=True, help="a name in configs/suites (see `bench list suites`) or a YAML path")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--subnets", help="all | desired | comma-separated list such as w1.0,w0.5 (default: the suite's)")
+    p.add_argument("--data-root", type=Path, default=Path(os.environ.get("SLIMBENCH_DATA", "data")),
+                   help="dataset root (default $SLIMBENCH_DATA or ./data)")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="run folders and feature caches (default ./runs)")
+    p.add_argument("--db", type=Path, help="results database (default $SLIMBENCH_DB or ./runs/results.db)")
+    p.add_argument("--force", action="store_true", help="run again even if an identical run has finished")
+    p.add_argument("--device", help="torch device (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="suite overrides, e.g. params.epochs=1")
+    p.set_defaults(func=cmd_run)
+
+    p = list_sub.add_parser("suites", help="the suites in configs/suites")
+    p.set_defaults(func=cmd_list_suites)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from benchmarks.runner import run_suite
+    from benchmarks.store import ResultsStore
+    from benchmarks.suites import load_suite
+
+    suite = load_suite(args.suite, args.overrides)
+    store = ResultsStore(args.db)
+    outcome = run_suite(suite, args.checkpoint, store, data_root=args.data_root, out_root=args.out,
+                        subnets=args.subnets, force=args.force,
+                        device=torch.device(args.device) if args.device else None, seed=args.seed)
+    if outcome.run_id:
+        print(format_results(suite.name, outcome))
+    return 0
+
+
+def format_results(suite_name: str, outcome) -> str:
+    """One line per sub-network: its metrics."""
+    state = "reused finished run" if outcome.reused else "run"
+    lines = [f"{suite_name}: {state} {outcome.run_id}" + (f" ({outcome.out_dir})" if outcome.out_dir else "")]
+    by_subnet = {}
+    for r in outcome.results:
+        by_subnet.setdefault(r.subnet, []).append(f"{r.metric}={r.value:.4g}")
+    lines += [f"  {subnet:<16} {'  '.join(metrics)}" for subnet, metrics in by_subnet.items()]
+    return "\n".join(lines)
+
+
+def cmd_list_suites(args: argparse.Namespace) -> int:
+    from benchmarks.suites import load_suite, suite_paths
+    from pretrain.errors import SlimBenchError
+
+    print(f"{'suite':<22}{'protocol':<13}{'dataset':<13}description")
+    for path in suite_paths():
+        try:
+            s = load_suite(str(path))
+        except SlimBenchError as e:
+            print(f"{path.stem:<22}{'?':<13}{'?':<13}INVALID: {e}")
+            continue
+        kind = getattr(s.dataset, "kind", "-")
+        print(f"{s.name:<22}{s.protocol:<13}{kind:<13}{s.description}")
+    return 0

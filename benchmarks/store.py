@@ -1,0 +1,212 @@
+"""The results store: append-only SQLite (WAL) shared by every `bench run`.
+
+Three tables, rows only ever inserted (triggers refuse UPDATE and DELETE):
+
+- ``runs``: one row per run: suite, suite digest and resolved suite, checkpoint digest (sha256),
+  path, method and widths, protocol, code version, host, pid, device, start time.
+- ``run_events``: status changes ``running`` -> ``finished`` | ``failed``, with time and message;
+  a run's status is its latest event. A process killed without a chance to write ``failed`` stays
+  ``running``; nothing but a completed protocol ever writes ``finished``.
+- ``results``: (run, sub-network, metric, value) as the protocol yields them.
+
+``rows()`` joins them into the flat rows the leaderboard is a pure function of. Several processes
+may write at once: each write is one short ``BEGIN IMMEDIATE`` transaction, retried while the
+database is busy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sqlite3
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from pretrain.errors import SlimBenchError
+
+DEFAULT_DB = Path("runs") / "results.db"
+STATUSES = ("running", "finished", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, suite TEXT NOT NULL, suite_digest TEXT NOT NULL, suite_json TEXT NOT NULL,
+    protocol TEXT NOT NULL, checkpoint_digest TEXT NOT NULL, checkpoint_path TEXT NOT NULL,
+    checkpoint_method TEXT NOT NULL, checkpoint_widths TEXT NOT NULL, code_version TEXT NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, device TEXT NOT NULL, started_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS run_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id),
+    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed')), at TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '', info_json TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id),
+    subnet TEXT NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL, recorded_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS run_events_run ON run_events(run_id, id);
+CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
+CREATE INDEX IF NOT EXISTS runs_lookup ON runs(checkpoint_digest, suite_digest);
+CREATE VIEW IF NOT EXISTS run_status AS
+    SELECT r.*, e.status AS status, e.message AS message, e.info_json AS info_json,
+           CASE WHEN e.status = 'running' THEN NULL ELSE e.at END AS ended_at
+    FROM runs r JOIN run_events e ON e.id = (SELECT MAX(id) FROM run_events WHERE run_id = r.run_id);
+"""
+_TRIGGERS = "".join(
+    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+    f"BEGIN SELECT RAISE(ABORT, 'the results store is append-only'); END;\n"
+    for table in ("runs", "run_events", "results") for op in ("UPDATE", "DELETE"))
+
+
+class StoreError(SlimBenchError):
+    """The results database cannot be opened or written."""
+
+
+def now() -> str:
+    """UTC time in ISO 8601 with microseconds (sorts as text)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def default_db_path() -> Path:
+    """``$SLIMBENCH_DB``, else ``./runs/results.db``."""
+    return Path(os.environ.get("SLIMBENCH_DB") or DEFAULT_DB)
+
+
+class ResultsStore:
+    """An append-only results database; every method opens its own short-lived connection."""
+
+    def __init__(self, path: "str | os.PathLike | None" = None, retries: int = 50):
+        self.path = Path(path) if path is not None else default_db_path()
+        self.retries = retries
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"results store {self.path}: cannot create its folder: {e}") from None
+        self._retry(self._init_schema)
+
+    # -- connection plumbing --------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA busy_timeout = 30000")
+        return con
+
+    def _retry(self, fn, *args):
+        """Run ``fn(connection, *args)``, retrying with jittered back-off while SQLite reports busy/locked."""
+        delay = 0.01
+        for attempt in range(self.retries):
+            try:
+                con = self._connect()
+                try:
+                    return fn(con, *args)
+                finally:
+                    con.close()
+            except sqlite3.OperationalError as e:
+                text = str(e).lower()
+                if ("locked" not in text and "busy" not in text) or attempt == self.retries - 1:
+                    raise StoreError(f"results store {self.path}: {e}") from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"results store {self.path}: not a SlimBench results database ({e})") from None
+
+    @staticmethod
+    def _write(con: sqlite3.Connection, statements: Sequence[tuple]) -> None:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                con.execute(sql, params)
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+
+    def _init_schema(self, con: sqlite3.Connection) -> None:
+        con.execute("PRAGMA journal_mode = WAL")  # readers never block the writer; persists in the file
+        con.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + _TRIGGERS + "COMMIT;")
+
+    # -- writing --------------------------------------------------------------------------------
+    def start_run(self, *, suite: str, suite_digest: str, suite_json: Dict[str, Any], protocol: str,
+                  checkpoint_digest: str, checkpoint_path: str, checkpoint_method: str,
+                  checkpoint_widths: Sequence[float], code_version: str, device: str,
+                  run_id: Optional[str] = None) -> str:
+        """Insert a run and its ``running`` event; returns the run id."""
+        run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+        at = now()
+        self._retry(self._write, [
+            ("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+             (run_id, suite, suite_digest, json.dumps(suite_json, sort_keys=True), protocol, checkpoint_digest,
+              str(checkpoint_path), checkpoint_method, json.dumps(list(checkpoint_widths)), code_version,
+              socket.gethostname(), os.getpid(), device, at)),
+            ("INSERT INTO run_events (run_id, status, at) VALUES (?, 'running', ?)", (run_id, at)),
+        ])
+        return run_id
+
+    def add_results(self, run_id: str, results: Iterable[tuple]) -> None:
+        """Append (subnet, metric, value) rows to a running run."""
+        rows = [(run_id, str(s), str(m), float(v), now()) for s, m, v in results]
+        self._require_running(run_id)
+        self._retry(self._write, [("INSERT INTO results (run_id, subnet, metric, value, recorded_at) "
+                                   "VALUES (?,?,?,?,?)", r) for r in rows])
+
+    def finish_run(self, run_id: str, info: Optional[Dict[str, Any]] = None) -> None:
+        """Mark a running run finished (its results are complete)."""
+        self._end(run_id, "finished", "", info)
+
+    def fail_run(self, run_id: str, message: str, info: Optional[Dict[str, Any]] = None) -> None:
+        """Mark a running run failed, with the error message."""
+        self._end(run_id, "failed", message, info)
+
+    def _end(self, run_id: str, status: str, message: str, info: Optional[Dict[str, Any]]) -> None:
+        def write(con):
+            con.execute("BEGIN IMMEDIATE")
+            try:  # check and append in one transaction, so a run ends exactly once
+                row = con.execute("SELECT status FROM run_status WHERE run_id = ?", (run_id,)).fetchone()
+                if row is None or row["status"] != "running":
+                    raise StoreError(f"results store {self.path}: run {run_id} is "
+                                     f"{row['status'] if row else 'unknown'}, not running; cannot mark it {status}")
+                con.execute("INSERT INTO run_events (run_id, status, at, message, info_json) VALUES (?,?,?,?,?)",
+                            (run_id, status, now(), message, json.dumps(info or {}, sort_keys=True, default=str)))
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        self._retry(write)
+
+    def _require_running(self, run_id: str) -> None:
+        status = self.status(run_id)
+        if status != "running":
+            raise StoreError(f"results store {self.path}: run {run_id} is {status or 'unknown'}; "
+                             f"results can only be added to a running run")
+
+    # -- reading --------------------------------------------------------------------------------
+    def _query(self, sql: str, params: tuple = ()) -> List[Dict[str, Any]]:
+        return self._retry(lambda con: [dict(r) for r in con.execute(sql, params).fetchall()])
+
+    def status(self, run_id: str) -> Optional[str]:
+        rows = self._query("SELECT status FROM run_status WHERE run_id = ?", (run_id,))
+        return rows[0]["status"] if rows else None
+
+    def runs(self, status: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Every run with its current status, oldest first."""
+        if status is None:
+            return self._query("SELECT * FROM run_status ORDER BY started_at")
+        return self._query("SELECT * FROM run_status WHERE status = ? ORDER BY started_at", (status,))
+
+    def find_finished(self, checkpoint_digest: str, suite_digest: str) -> Optional[Dict[str, Any]]:
+        """The latest finished run of this suite on this checkpoint, if any."""
+        rows = self._query("SELECT * FROM run_status WHERE checkpoint_digest = ? AND suite_digest = ? "
+                           "AND status = 'finished' ORDER BY ended_at DESC LIMIT 1",
+                           (checkpoint_digest, suite_digest))
+        return rows[0] if rows else None
+
+    def rows(self, run_id: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Flat result rows: run, suite, digests, checkpoint, sub-network, metric, value, versions, status, times."""
+        sql = ("SELECT s.run_id, s.suite, s.suite_digest, s.protocol, s.checkpoint_digest, s.checkpoint_path, "
+               "s.checkpoint_method, s.checkpoint_widths, r.subnet, r.metric, r.value, s.code_version, s.host, "
+               "s.device, s.started_at, s.ended_at, s.status FROM results r JOIN run_status s USING (run_id)")
+        if run_id is not None:
+            return self._query(sql + " WHERE s.run_id = ? ORDER BY r.id", (run_id,))
+        return self._query(sql + " ORDER BY r.id")

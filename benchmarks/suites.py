@@ -1,0 +1,135 @@
+"""Suites: YAML files naming a protocol, its dataset block, its hyper-parameters and sub-networks.
+
+```yaml
+name: fmnist-linear-fast          # default: the file name
+description: one line for `bench list suites`
+protocol: linear-fast             # a name in transfer.protocols.base.PROTOCOL_MODULES
+dataset: {kind: fmnist, ...}      # the protocol's Dataset dataclass
+params: {epochs: 30, ...}         # the protocol's Params dataclass
+subnets: all                      # all | desired | [w1.0, w0.5, ...]
+```
+
+Loading validates every key against the protocol's dataclasses (``pretrain.config.from_dict``):
+an unknown key or a wrong type fails before any work starts, naming the file and the key.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from pretrain.checkpoint import Checkpoint
+from pretrain.config import apply_overrides, from_dict, load_yaml, to_dict
+from pretrain.errors import ConfigError, DataError, SlimBenchError
+from pretrain.spec import SubnetSpec
+from transfer.protocols.base import Protocol, get_protocol
+
+SUITES_DIR = Path(__file__).resolve().parents[1] / "configs" / "suites"
+SELECTIONS = ("all", "desired")
+
+
+@dataclass
+class SuiteFile:
+    """The top level of a suite file (the two nested blocks are checked against the protocol)."""
+
+    protocol: str
+    name: Optional[str] = None
+    description: str = ""
+    dataset: Dict[str, Any] = field(default_factory=dict)
+    params: Dict[str, Any] = field(default_factory=dict)
+    subnets: Union[str, List[str]] = "all"
+
+
+@dataclass
+class Suite:
+    """A validated suite."""
+
+    name: str
+    description: str
+    protocol: str
+    dataset: Any
+    params: Any
+    subnets: Union[str, List[str]]
+    path: Optional[Path] = None
+
+    @property
+    def protocol_cls(self) -> type:
+        return get_protocol(self.protocol)
+
+    def to_dict(self, subnets: Optional[Sequence[SubnetSpec]] = None) -> Dict[str, Any]:
+        """The resolved suite as plain data (what its digest and the run folder's suite.yaml hold)."""
+        return {"name": self.name, "description": self.description, "protocol": self.protocol,
+                "dataset": to_dict(self.dataset), "params": to_dict(self.params),
+                "subnets": [str(s) for s in subnets] if subnets is not None else self.subnets}
+
+    def digest(self, subnets: Sequence[SubnetSpec]) -> str:
+        """sha256 of the resolved suite (protocol, dataset, params, sub-network list); not of its description."""
+        data = self.to_dict(subnets)
+        data.pop("description")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def check_data(self, data_root: Path) -> None:
+        """Fail before any work when the dataset is not where the suite's dataset block expects it."""
+        try:
+            self.dataset.check(Path(data_root))
+        except DataError as e:
+            raise DataError(f"suite {self.path or self.name}: dataset: {e}") from None
+
+
+def suite_paths(folder: Path = SUITES_DIR) -> List[Path]:
+    """Every suite file shipped in ``configs/suites``."""
+    return sorted(folder.glob("*.yaml"))
+
+
+def find_suite(name_or_path: str) -> Path:
+    """A suite file from a path or a name in ``configs/suites``."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"suite file {path}: no such file")
+        return path
+    candidate = SUITES_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(p.stem for p in suite_paths()) or "none"
+    raise ConfigError(f"unknown suite {name_or_path!r}: not a file and not in {SUITES_DIR} (known: {known})")
+
+
+def load_suite(name_or_path: str, overrides: Sequence[str] = ()) -> Suite:
+    """Load and validate a suite; ``overrides`` are ``key=value`` strings such as ``params.epochs=1``."""
+    path = find_suite(name_or_path)
+    source = str(path)
+    raw = apply_overrides(load_yaml(path), overrides, source=f"{source} (command-line override)")
+    top = from_dict(SuiteFile, raw, source)
+    protocol: type[Protocol] = get_protocol(top.protocol, source=f"{source}: key 'protocol'")
+    dataset = from_dict(protocol.Dataset, top.dataset, source, prefix="dataset.")
+    params = from_dict(protocol.Params, top.params, source, prefix="params.")
+    subnets = _check_selection(top.subnets, f"{source}: key 'subnets'")
+    return Suite(top.name or path.stem, top.description, top.protocol, dataset, params, subnets, path)
+
+
+def _check_selection(selection: Union[str, List[str]], where: str) -> Union[str, List[str]]:
+    if isinstance(selection, str) and selection in SELECTIONS:
+        return selection
+    names = selection.split(",") if isinstance(selection, str) else selection
+    try:
+        return [str(SubnetSpec.parse(n)) for n in names]
+    except SlimBenchError as e:
+        raise ConfigError(f"{where}: expected 'all', 'desired' or a list of sub-networks; {e}") from None
+
+
+def resolve_subnets(selection: Union[str, List[str]], checkpoint: Checkpoint) -> List[SubnetSpec]:
+    """The sub-networks a selection means for one checkpoint (checked to be contained in it)."""
+    model = checkpoint.build_model()
+    if selection == "all":
+        specs = model.subnets()
+    elif selection == "desired":
+        if not checkpoint.desired:
+            raise ConfigError(f"checkpoint {checkpoint.path}: records no desired networks; use --subnets all "
+                              f"or a list such as w1.0,w0.5")
+        specs = [model.check_subnet(d) for d in checkpoint.desired]
+    else:
+        specs = [model.check_subnet(s) for s in _check_selection(selection, "--subnets")]
+    return list(dict.fromkeys(specs))

@@ -1,0 +1,106 @@
+"""The ``dataset:`` block of classification suites: an ImageFolder tree or Fashion-MNIST.
+
+``kind: imagefolder`` reads ``<data-root>/<train>/CLASS/IMAGE`` and ``<data-root>/<val>/CLASS/IMAGE``
+(the ImageNet layout), so any ImageFolder dataset runs by copying a suite and changing this block.
+``kind: fmnist`` reads Fashion-MNIST's IDX files through ``pretrain.datasets.FashionMNIST``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Literal, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import Dataset, Subset
+from torchvision import transforms as T
+
+from pretrain.datasets import FashionMNIST, find_fmnist, image_folder
+from pretrain.errors import DataError
+from transfer.data import IMAGENET_MEAN, IMAGENET_STD
+
+
+def evenly_spaced(n: int, limit: Optional[int]) -> List[int]:
+    """``limit`` indices spread evenly over ``range(n)`` (all of them when ``limit`` is None or >= n)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return [i * n // limit for i in range(limit)]
+
+
+@dataclass
+class ClassificationData:
+    """Where the images are and how they are cropped; ``check`` runs before any work starts."""
+
+    kind: Literal["imagefolder", "fmnist"] = "imagefolder"
+    train: str = "train"             # sub-folder of --data-root (imagefolder)
+    val: str = "val"
+    train_limit: Optional[int] = None  # use this many training images, evenly spaced over the set
+    val_limit: Optional[int] = None
+    resolution: int = 224            # crop size seen by the network
+    resize: Optional[int] = None     # evaluation resize before the center crop; default resolution*256/224
+
+    def validate(self) -> None:
+        for key in ("train_limit", "val_limit", "resize"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value}")
+        if self.resolution < 8:
+            raise ValueError(f"resolution must be at least 8, got {self.resolution}")
+
+    # -- checks ---------------------------------------------------------------------------------
+    def check(self, data_root: Path) -> None:
+        """Raise DataError naming the expected layout when the data is not where the block says."""
+        if self.kind == "fmnist":
+            find_fmnist(data_root if data_root and Path(data_root).exists() else None)
+            return
+        root = Path(data_root)
+        for split in (self.train, self.val):
+            folder = root / split
+            if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
+                raise DataError(
+                    f"dataset folder {folder} not found or has no class folders; expected the ImageNet layout "
+                    f"{root}/{self.train}/CLASS/IMAGE and {root}/{self.val}/CLASS/IMAGE (set --data-root)"
+                )
+
+    # -- transforms -----------------------------------------------------------------------------
+    def eval_transform(self) -> T.Compose:
+        """Resize, center crop, normalize: the view every evaluation and feature cache uses."""
+        resize = self.resize or int(round(self.resolution * 256 / 224))
+        return T.Compose([T.Resize(resize), T.CenterCrop(self.resolution), T.ToTensor(),
+                          T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def train_transform(self, scale: Sequence[float] = (0.08, 1.0)) -> T.Compose:
+        """RandomResizedCrop + horizontal flip, the MoCo/SimCLR training augmentation of probes and fine-tuning."""
+        return T.Compose([T.RandomResizedCrop(self.resolution, scale=tuple(scale)), T.RandomHorizontalFlip(),
+                          T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    # -- datasets -------------------------------------------------------------------------------
+    def split(self, data_root: Path, which: Literal["train", "val"], transform) -> Dataset:
+        """The train or val split (limited as the block says) with ``transform``."""
+        if which not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {which!r}")
+        limit = self.train_limit if which == "train" else self.val_limit
+        if self.kind == "fmnist":
+            root = data_root if data_root and Path(data_root).exists() else None
+            full = FashionMNIST(root, "train" if which == "train" else "test", transform)
+        else:
+            full = image_folder(Path(data_root) / (self.train if which == "train" else self.val), transform)
+        indices = evenly_spaced(len(full), limit)
+        return full if len(indices) == len(full) else Subset(full, indices)
+
+    def digest(self) -> str:
+        """sha256 of this block: the key of feature caches built from it."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+def targets_of(ds: Dataset) -> torch.Tensor:
+    """Integer labels of a (possibly subset) ImageFolder or Fashion-MNIST dataset, without loading images."""
+    if isinstance(ds, Subset):
+        return targets_of(ds.dataset)[torch.as_tensor(ds.indices, dtype=torch.long)]
+    return torch.as_tensor(ds.targets, dtype=torch.long)
+
+
+def classes_of(ds: Dataset) -> Tuple[str, ...]:
+    """Class names of a (possibly subset) dataset."""
+    return tuple(classes_of(ds.dataset) if isinstance(ds, Subset) else ds.classes)

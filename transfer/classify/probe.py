@@ -1,0 +1,56 @@
+"""The switchable linear probe: one linear layer per sub-network, trained jointly as SlimCLR does.
+
+The full width (the ``teacher``) is trained with cross-entropy; every smaller sub-network with
+(cross-entropy + soft cross-entropy to the teacher's detached prediction) / 2.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SwitchableProbe(nn.Module):
+    """One ``nn.Linear`` per sub-network, in the order of ``dims``."""
+
+    def __init__(self, dims: Sequence[int], num_classes: int):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(d, num_classes) for d in dims)
+        for head in self.heads:  # MoCo's linear-eval initialisation
+            nn.init.normal_(head.weight, std=0.01)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        return [head(f) for head, f in zip(self.heads, features)]
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to a probability distribution, averaged over the batch."""
+    return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def switchable_loss(logits: Sequence[torch.Tensor], targets: torch.Tensor, teacher: Optional[int]) -> torch.Tensor:
+    """Sum over sub-networks of SlimCLR's probe losses; without a teacher every head uses plain CE."""
+    if teacher is None:
+        return sum(F.cross_entropy(l, targets) for l in logits)
+    soft = F.softmax(logits[teacher].detach(), dim=1)
+    loss = F.cross_entropy(logits[teacher], targets)
+    for i, l in enumerate(logits):
+        if i != teacher:
+            loss = loss + (F.cross_entropy(l, targets) + soft_cross_entropy(l, soft)) / 2
+    return loss
+
+
+def teacher_index(subnets: Sequence) -> Optional[int]:
+    """Index of the widest full-depth sub-network when there are several, else None."""
+    if len(subnets) < 2:
+        return None
+    full_depth = [i for i, s in enumerate(subnets) if s.depth is None] or list(range(len(subnets)))
+    return max(full_depth, key=lambda i: subnets[i].width)
+
+
+def accuracy_rows(correct: Dict[int, float], total: float) -> Dict[str, float]:
+    """``{'top1': %, 'top5': %}`` from correct counts."""
+    return {f"top{k}": 100.0 * c / max(total, 1) for k, c in sorted(correct.items())}

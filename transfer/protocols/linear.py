@@ -1,0 +1,230 @@
+"""``linear`` and ``linear-fast``: the switchable linear probe on frozen sub-networks.
+
+``linear`` is the MoCo/SlimCLR protocol: every extracted sub-network frozen in eval mode, one
+linear layer per sub-network trained jointly on augmented crops (RandomResizedCrop + flip), the
+full width with cross-entropy and smaller ones with (CE + soft CE to the full width) / 2.
+``linear-fast`` computes each sub-network's center-crop features once, caches them, and trains
+the same probe on the cached features: far cheaper, no augmentation. Both report their wall time
+so the trade is visible beside the accuracies.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Sequence
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from pretrain.slim import extract
+from transfer.classify import distributed as dist
+from transfer.classify.data import ClassificationData, classes_of
+from transfer.classify.metrics import topk_correct
+from transfer.classify.probe import SwitchableProbe, accuracy_rows, switchable_loss, teacher_index
+from transfer.features import FeatureCache, cached_features, pooled
+
+from .base import Protocol, Result, RunContext, register_protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProbeParams:
+    """Probe optimisation; the defaults are the MoCo linear-evaluation recipe."""
+
+    epochs: int = 100
+    batch_size: int = 256            # global batch, split across DDP processes
+    lr: float = 30.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    milestones: List[int] = field(default_factory=lambda: [60, 80])  # epochs where lr is multiplied by gamma
+    gamma: float = 0.1
+    distill: bool = True             # SlimCLR's soft CE from the full width for smaller sub-networks
+    eval_batch_size: int = 256
+    workers: int = 8
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs, batch_size and eval_batch_size must be positive")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+
+@dataclass
+class LinearParams(ProbeParams):
+    rrc_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale range
+
+    def validate(self) -> None:
+        super().validate()
+        if len(self.rrc_scale) != 2 or not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
+            raise ValueError(f"rrc_scale must be [min, max] with 0 < min <= max <= 1, got {self.rrc_scale}")
+
+
+def make_optimizer(probe: torch.nn.Module, p: ProbeParams):
+    """SGD with momentum and a step schedule over epochs."""
+    opt = torch.optim.SGD(probe.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(p.milestones), gamma=p.gamma)
+
+
+def frozen_subnets(ctx: RunContext) -> Dict[str, torch.nn.Module]:
+    """Every requested sub-network extracted, in eval mode, without gradients."""
+    nets = {}
+    for spec in ctx.subnets:
+        net = extract(ctx.checkpoint, spec, device=ctx.device).eval()
+        net.requires_grad_(False)
+        nets[str(spec)] = net
+    return nets
+
+
+@torch.no_grad()
+def evaluate_probe(nets: Dict[str, torch.nn.Module], probe: SwitchableProbe, val, p: ProbeParams,
+                   device: torch.device) -> Dict[str, Dict[str, float]]:
+    """Top-1/top-5 (%) of every sub-network's probe on ``val`` (sharded over DDP processes, then summed)."""
+    part = Subset(val, dist.shard(len(val)))
+    loader = DataLoader(part, batch_size=p.eval_batch_size, num_workers=p.workers)
+    counts = [0.0] * (2 * len(nets) + 1)
+    probe.eval()
+    for images, targets in tqdm(loader, desc="eval", leave=False, mininterval=5):
+        images, targets = images.to(device), targets.to(device)
+        logits = probe([pooled(net, images) for net in nets.values()])
+        for i, l in enumerate(logits):
+            c = topk_correct(l, targets)
+            counts[2 * i] += c[1]
+            counts[2 * i + 1] += c[5]
+        counts[-1] += len(targets)
+    counts = dist.sum_across(counts, device)
+    return {name: accuracy_rows({1: counts[2 * i], 5: counts[2 * i + 1]}, counts[-1])
+            for i, name in enumerate(nets)}
+
+
+@register_protocol
+class LinearProtocol(Protocol):
+    """Switchable linear probe on augmented images (MoCo recipe); DDP under torchrun."""
+
+    name = "linear"
+    Params = LinearParams
+    Dataset = ClassificationData
+    description = "frozen sub-networks, switchable linear probe with SlimCLR distillation; top-1/top-5"
+
+    def run(self, ctx: RunContext) -> Iterator[Result]:
+        start = time.perf_counter()
+        torch.manual_seed(ctx.seed)
+        p, d, device = ctx.params, ctx.dataset, ctx.device
+        nets = frozen_subnets(ctx)
+        train = d.split(ctx.data_root, "train", d.train_transform(p.rrc_scale))
+        val = d.split(ctx.data_root, "val", d.eval_transform())
+        probe = SwitchableProbe([n.num_features for n in nets.values()], len(classes_of(train))).to(device)
+        model = dist.wrap_ddp(probe, device)
+        opt, sched = make_optimizer(probe, p)
+        sampler = DistributedSampler(train, seed=ctx.seed) if dist.world_size() > 1 else None
+        loader = DataLoader(train, batch_size=max(1, p.batch_size // dist.world_size()), shuffle=sampler is None,
+                            sampler=sampler, num_workers=p.workers, pin_memory=device.type == "cuda",
+                            persistent_workers=p.workers > 0)
+        teacher = teacher_index(ctx.subnets) if p.distill else None
+        for epoch in range(p.epochs):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            probe.train()
+            total, batches = 0.0, 0
+            for images, targets in tqdm(loader, desc=f"linear epoch {epoch + 1}/{p.epochs}", leave=False,
+                                        mininterval=5, disable=not dist.is_main()):
+                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                with torch.no_grad():
+                    feats = [pooled(net, images) for net in nets.values()]
+                loss = switchable_loss(model(feats), targets, teacher)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total, batches = total + float(loss), batches + 1
+            sched.step()
+            log.info("linear epoch %d/%d: loss %.4f, lr %.4g", epoch + 1, p.epochs, total / max(batches, 1),
+                     opt.param_groups[0]["lr"])
+        accs = evaluate_probe(nets, probe, val, p, device)
+        wall = time.perf_counter() - start
+        for name, acc in accs.items():
+            for metric, value in acc.items():
+                yield Result(name, metric, value)
+            yield Result(name, "wall_time_s", wall)
+
+
+def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.Tensor, num_classes: int,
+                            p: ProbeParams, teacher, device: torch.device, seed: int = 0) -> SwitchableProbe:
+    """Train the switchable probe on in-memory features (one tensor per sub-network, rows aligned)."""
+    probe = SwitchableProbe([f.shape[1] for f in train_feats], num_classes).to(device)
+    opt, sched = make_optimizer(probe, p)
+    g = torch.Generator().manual_seed(seed)
+    n = len(labels)
+    for epoch in tqdm(range(p.epochs), desc="probe epochs", leave=False, mininterval=5):
+        probe.train()
+        order = torch.randperm(n, generator=g)
+        for i in range(0, n, p.batch_size):
+            idx = order[i:i + p.batch_size]
+            feats = [f[idx].to(device).float() for f in train_feats]
+            loss = switchable_loss(probe(feats), labels[idx].to(device), teacher)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    return probe.eval()
+
+
+@torch.no_grad()
+def evaluate_on_features(probe: SwitchableProbe, feats: Sequence[torch.Tensor], labels: torch.Tensor,
+                         device: torch.device, batch_size: int = 4096) -> List[Dict[str, float]]:
+    """Top-1/top-5 (%) of each head on in-memory features."""
+    counts = [{1: 0, 5: 0} for _ in feats]
+    for i in range(0, len(labels), batch_size):
+        y = labels[i:i + batch_size].to(device)
+        logits = probe([f[i:i + batch_size].to(device).float() for f in feats])
+        for c, l in zip(counts, logits):
+            for k, v in topk_correct(l, y).items():
+                c[k] += v
+    return [accuracy_rows(c, len(labels)) for c in counts]
+
+
+def subnet_features(ctx: RunContext, split: str, batch_size: int, workers: int):
+    """Center-crop features of every requested sub-network on ``split`` (cached across runs)."""
+    d = ctx.dataset
+    nets = frozen_subnets(ctx)
+    cache = FeatureCache(ctx.cache_dir, ctx.checkpoint_digest, d.digest())
+
+    def loader():
+        ds = d.split(ctx.data_root, split, d.eval_transform())
+        return DataLoader(ds, batch_size=batch_size, num_workers=workers)
+
+    return cached_features(nets, loader, split, cache, ctx.device)
+
+
+@register_protocol
+class LinearFastProtocol(Protocol):
+    """The switchable probe trained on cached center-crop features: minutes instead of GPU-days."""
+
+    name = "linear-fast"
+    Params = ProbeParams
+    Dataset = ClassificationData
+    description = "switchable linear probe on cached features (no augmentation); top-1/top-5 and wall time"
+
+    def run(self, ctx: RunContext) -> Iterator[Result]:
+        start = time.perf_counter()
+        torch.manual_seed(ctx.seed)
+        p = ctx.params
+        train_f, train_y = subnet_features(ctx, "train", p.eval_batch_size, p.workers)
+        val_f, val_y = subnet_features(ctx, "val", p.eval_batch_size, p.workers)
+        feature_time = time.perf_counter() - start
+        names = [str(s) for s in ctx.subnets]
+        num_classes = len(classes_of(ctx.dataset.split(ctx.data_root, "train", None)))
+        teacher = teacher_index(ctx.subnets) if p.distill else None
+        probe = train_probe_on_features([train_f[n] for n in names], train_y, num_classes, p, teacher,
+                                        ctx.device, ctx.seed)
+        accs = evaluate_on_features(probe, [val_f[n] for n in names], val_y, ctx.device)
+        wall = time.perf_counter() - start
+        log.info("linear-fast: features %.1f s, total %.1f s", feature_time, wall)
+        for name, acc in zip(names, accs):
+            for metric, value in acc.items():
+                yield Result(name, metric, value)
+            yield Result(name, "feature_time_s", feature_time)
+            yield Result(name, "wall_time_s", wall)
