@@ -1,0 +1,208 @@
+"""``detectron2``: fine-tune and evaluate each sub-network as a Detectron2 detector; AP per sub-network.
+
+For every sub-network: extract it, export it as a MoCo-convention ``.pkl``, build its Detectron2
+config from the suite's base config, then train with Detectron2's ``DefaultTrainer`` under
+Detectron2's ``launch`` (one CPU process, N GPUs, or several machines) and evaluate with
+Detectron2's evaluators (COCO through pycocotools, or Pascal VOC). ``repeats`` trains each
+sub-network that many times with seeds ``seed, seed+1, ...`` and reports the mean and std.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Literal, Optional
+
+import torch
+from tqdm import tqdm
+
+from pretrain.checkpoint import atomic_write_bytes
+from pretrain.errors import ConfigError
+from pretrain.slim import extract
+from transfer.protocols.base import Protocol, Result, RunContext, register_protocol
+
+from .data import DetectionData
+
+log = logging.getLogger(__name__)
+
+# evaluator keys -> metric name prefix; AP values are percentages, as Detectron2 reports them
+TASK_PREFIX = {"bbox": "box", "segm": "mask"}
+REPORTED = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@dataclass
+class Detectron2Params:
+    """Training schedule and scale-out of the ``detectron2`` protocol; unset values keep the base config's."""
+
+    base_config: str = "faster_rcnn_R_50_C4_voc_24k"   # configs/detectron2/NAME.yaml or a YAML path
+    iterations: Optional[int] = None       # SOLVER.MAX_ITER
+    batch_size: Optional[int] = None       # SOLVER.IMS_PER_BATCH, over all processes
+    lr: Optional[float] = None             # SOLVER.BASE_LR
+    steps: Optional[List[int]] = None      # SOLVER.STEPS
+    warmup_iters: Optional[int] = None     # SOLVER.WARMUP_ITERS
+    min_size_train: Optional[List[int]] = None   # INPUT.MIN_SIZE_TRAIN (multi-scale)
+    max_size_train: Optional[int] = None
+    min_size_test: Optional[int] = None
+    max_size_test: Optional[int] = None
+    precise_bn: Optional[bool] = None      # TEST.PRECISE_BN.ENABLED
+    checkpoint_period: Optional[int] = None
+    num_workers: int = 4                   # DATALOADER.NUM_WORKERS per process
+    evaluator: Optional[Literal["coco", "voc"]] = None   # default: voc for kind voc, coco otherwise
+    repeats: int = 1                       # trainings per sub-network (seeds seed..seed+repeats-1)
+    overrides: Dict[str, Any] = field(default_factory=dict)  # any Detectron2 key, e.g. MODEL.ANCHOR_GENERATOR.SIZES
+    num_gpus: Optional[int] = None         # per machine; default: every visible GPU, or one CPU process
+    num_machines: int = 1
+    machine_rank: int = 0
+    dist_url: str = "auto"
+
+    def validate(self) -> None:
+        for key in ("iterations", "batch_size", "repeats", "num_machines", "max_size_train", "min_size_test",
+                    "max_size_test", "checkpoint_period"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.num_workers < 0 or (self.num_gpus is not None and self.num_gpus < 0):
+            raise ValueError("num_workers and num_gpus must be >= 0")
+        if not 0 <= self.machine_rank < self.num_machines:
+            raise ValueError(f"machine_rank must be in [0, num_machines), got {self.machine_rank}")
+
+    def detectron2_overrides(self) -> Dict[str, Any]:
+        """The set values as dotted Detectron2 keys, then ``overrides`` (which win)."""
+        keys = {"iterations": "SOLVER.MAX_ITER", "batch_size": "SOLVER.IMS_PER_BATCH", "lr": "SOLVER.BASE_LR",
+                "steps": "SOLVER.STEPS", "warmup_iters": "SOLVER.WARMUP_ITERS",
+                "min_size_train": "INPUT.MIN_SIZE_TRAIN", "max_size_train": "INPUT.MAX_SIZE_TRAIN",
+                "min_size_test": "INPUT.MIN_SIZE_TEST", "max_size_test": "INPUT.MAX_SIZE_TEST",
+                "precise_bn": "TEST.PRECISE_BN.ENABLED", "checkpoint_period": "SOLVER.CHECKPOINT_PERIOD"}
+        out = {d2: tuple(v) if isinstance(v, list) else v
+               for name, d2 in keys.items() if (v := getattr(self, name)) is not None}
+        out["DATALOADER.NUM_WORKERS"] = self.num_workers
+        out.update(self.overrides)
+        return out
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How Detectron2's ``launch`` runs one training: processes per machine, machines, rendezvous."""
+
+    num_gpus: int
+    num_machines: int
+    machine_rank: int
+    dist_url: str
+
+    @property
+    def world_size(self) -> int:
+        return max(1, self.num_gpus) * self.num_machines
+
+    @classmethod
+    def resolve(cls, p: Detectron2Params, launch: Dict[str, Any], device: torch.device) -> "LaunchPlan":
+        """Command-line launch settings (``ctx.launch``) over the suite's, defaults from the device."""
+        get = lambda key, default: launch.get(key, default if getattr(p, key) is None else getattr(p, key))  # noqa: E731
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+        plan = cls(int(get("num_gpus", gpus)), int(get("num_machines", 1)), int(get("machine_rank", 0)),
+                   str(get("dist_url", "auto")))
+        if plan.num_gpus > 1 and plan.num_gpus > torch.cuda.device_count():
+            raise ConfigError(f"num_gpus {plan.num_gpus}: Detectron2's launch runs one process per GPU, "
+                              f"and this machine has {torch.cuda.device_count()}")
+        return plan
+
+
+def flatten_metrics(results: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+    """Detectron2's ``{"bbox": {"AP": ...}, "segm": ...}`` as ``{"box_AP": ..., "mask_AP": ...}``.
+
+    A task with no predictions at all scores 0 AP (Detectron2 reports NaN); size buckets that are
+    undefined (no ground truth of that size) are left out.
+    """
+    out = {}
+    for task, metrics in results.items():
+        prefix = TASK_PREFIX.get(task)
+        if prefix is None:
+            continue
+        for key in REPORTED:
+            value = metrics.get(key)
+            if value is None:
+                continue
+            if math.isnan(value):
+                if key not in ("AP", "AP50", "AP75"):
+                    continue
+                value = 0.0
+            out[f"{prefix}_{key}"] = float(value)
+    return out
+
+
+def train_and_evaluate(cfg, dataset: DetectionData, data_root: Path, weights: Path, seed: int, prefix: str,
+                       evaluator: str, metrics_path: Path) -> None:
+    """One Detectron2 training and evaluation (a ``launch`` worker; rank 0 writes ``metrics_path``)."""
+    from transfer.detection.trainer import run_training
+
+    metrics = run_training(cfg, dataset, data_root, weights, seed, prefix, evaluator)
+    if metrics is not None:
+        atomic_write_bytes(metrics_path, json.dumps(metrics, indent=1).encode())
+
+
+@register_protocol
+class Detectron2Protocol(Protocol):
+    name = "detectron2"
+    Params = Detectron2Params
+    Dataset = DetectionData
+    description = "Detectron2 Faster/Mask R-CNN fine-tuning per sub-network; box (and mask) AP, AP50, AP75"
+
+    def run(self, ctx: RunContext) -> Iterator[Result]:
+        from transfer.detection.config import build_config  # imports Detectron2 through the compat layer
+        from transfer.detection.export import export_detectron2
+        from detectron2.engine import launch
+
+        p, d = ctx.params, ctx.dataset
+        evaluator = p.evaluator or d.default_evaluator
+        if evaluator == "voc" and d.kind != "voc":
+            raise ConfigError(f"suite {ctx.suite_name}: evaluator 'voc' needs a dataset of kind 'voc' "
+                              f"(VOC XML annotations), got kind {d.kind!r}")
+        launch_plan = LaunchPlan.resolve(p, ctx.launch, ctx.device)
+        d.prepare(ctx.data_root)
+        num_classes = d.num_classes(ctx.data_root)
+        prefix = "slimbench_" + re.sub(r"\W", "_", ctx.suite_name)
+        train_sets, test_sets = d.register(ctx.data_root, prefix, evaluator)
+        ctx.info.update({"detectron2_base_config": p.base_config, "world_size": launch_plan.world_size})
+        runs = [(spec, r) for spec in ctx.subnets for r in range(p.repeats)]
+        values: Dict[str, Dict[str, List[float]]] = {}
+        weights: Dict[str, Path] = {}
+        for spec, r in tqdm(runs, desc=f"{ctx.suite_name}: detectron2", unit="training"):
+            name, seed = str(spec), ctx.seed + r
+            if name not in weights:
+                plain = extract(ctx.checkpoint, spec)
+                weights[name] = export_detectron2(plain, ctx.out_dir / name / "backbone.pkl")
+                del plain
+            run_dir = ctx.out_dir / name / f"seed{seed}"
+            overrides = p.detectron2_overrides()
+            overrides.setdefault("INPUT.MASK_FORMAT", d.resolved_mask_format)
+            overrides.update({"SEED": seed, "DATASETS.TRAIN": tuple(train_sets), "DATASETS.TEST": tuple(test_sets)})
+            cfg = build_config(p.base_config, spec, ctx.checkpoint.arch, weights=weights[name],
+                               num_classes=num_classes, distributed=launch_plan.world_size > 1,
+                               device=ctx.device.type, overrides=overrides, out_dir=run_dir)
+            metrics_path = run_dir / "metrics.json"
+            metrics_path.unlink(missing_ok=True)
+            log.info("detectron2 %s seed %d: training %d iterations of %s (%s)", name, seed, cfg.SOLVER.MAX_ITER,
+                     p.base_config, cfg.MODEL.BACKBONE.NAME)
+            launch(train_and_evaluate, launch_plan.num_gpus, num_machines=launch_plan.num_machines,
+                   machine_rank=launch_plan.machine_rank, dist_url=launch_plan.dist_url,
+                   args=(cfg, d, ctx.data_root, weights[name], seed, prefix, evaluator, metrics_path))
+            if launch_plan.machine_rank != 0:
+                continue   # only the first machine evaluates and reports
+            metrics = json.loads(metrics_path.read_text())
+            for metric, value in metrics.items():
+                values.setdefault(name, {}).setdefault(metric, []).append(value)
+            if r == p.repeats - 1:
+                yield from self._rows(name, values.pop(name, {}), p.repeats)
+
+    @staticmethod
+    def _rows(name: str, metrics: Dict[str, List[float]], repeats: int) -> Iterator[Result]:
+        for metric, vs in metrics.items():
+            log.info("detectron2 %s: %s %.2f over %d training(s)", name, metric, statistics.fmean(vs), len(vs))
+            yield Result(name, metric, statistics.fmean(vs))
+            if repeats > 1:
+                yield Result(name, f"{metric}_std", statistics.stdev(vs) if len(vs) > 1 else 0.0)

@@ -1,0 +1,70 @@
+"""One Detectron2 fine-tuning and evaluation, run inside each process Detectron2's ``launch`` starts."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Optional
+
+from transfer.detection.compat import import_detectron2
+
+import_detectron2()
+
+from detectron2.data import MetadataCatalog  # noqa: E402
+from detectron2.engine import DefaultTrainer  # noqa: E402
+from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from transfer.detection.weights import load_backbone  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+class Detectron2Trainer(DefaultTrainer):
+    """Detectron2's ``DefaultTrainer`` with the evaluator each dataset's metadata names."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name):
+        kind = MetadataCatalog.get(dataset_name).evaluator_type
+        if kind == "pascal_voc":
+            return PascalVOCDetectionEvaluator(dataset_name)
+        # the fast C++ COCO evaluation needs detectron2._C; pycocotools gives the same numbers
+        return COCOEvaluator(dataset_name, output_dir=str(Path(cfg.OUTPUT_DIR) / "inference"), use_fast_impl=False)
+
+
+def _detectron2_logging(out_dir: Path) -> logging.Handler:
+    """Detectron2's console logger (once per process) plus this run's ``log.txt`` on rank 0."""
+    logger = setup_logger(distributed_rank=comm.get_rank(), name="detectron2", abbrev_name="d2")
+    handler = logging.FileHandler(out_dir / f"log{'' if comm.is_main_process() else comm.get_rank()}.txt")
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    return handler
+
+
+def run_training(cfg, dataset, data_root: Path, weights: Path, seed: int, prefix: str,
+                 evaluator: Optional[str] = None) -> Optional[Dict[str, float]]:
+    """Train ``cfg`` from the exported backbone ``weights`` and evaluate; the metrics on rank 0, else None."""
+    from transfer.detection.protocol import flatten_metrics
+
+    out_dir = Path(cfg.OUTPUT_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = _detectron2_logging(out_dir)
+    try:
+        # catalogs live in each process, so every launched worker registers the splits itself
+        dataset.register(data_root, prefix, evaluator)
+        seed_all_rng(seed + comm.get_rank())
+        trainer = Detectron2Trainer(cfg)
+        report = load_backbone(trainer.model, weights)
+        log.info("loaded %d backbone tensors from %s (%d head tensors start from scratch)",
+                 report.loaded, weights, len(report.missing))
+        trainer.train()
+        # DefaultTrainer's evaluation hook runs after the last iteration and keeps its results here
+        results = getattr(trainer, "_last_eval_results", None) or trainer.test(cfg, trainer.model)
+    finally:
+        logging.getLogger("detectron2").removeHandler(handler)
+        handler.close()
+    if not comm.is_main_process():
+        return None
+    return flatten_metrics(results)
+
