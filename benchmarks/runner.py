@@ -78,12 +78,17 @@ def run_log(path: Path) -> Iterator[None]:
     """Copy log records to the run folder's ``run.log`` while the run lasts."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    level = root.level
     root.addHandler(handler)
+    if level == logging.NOTSET or level > logging.INFO:  # the log file keeps INFO even when the console does not
+        root.setLevel(logging.INFO)
     try:
         yield
     finally:
+        root.setLevel(level)
         root.removeHandler(handler)
         handler.close()
 

@@ -100,8 +100,8 @@ def find_suite(name_or_path: str) -> Path:
 def load_suite(name_or_path: str, overrides: Sequence[str] = ()) -> Suite:
     """Load and validate a suite; ``overrides`` are ``key=value`` strings such as ``params.epochs=1``."""
     path = find_suite(name_or_path)
-    source = str(path)
-    raw = apply_overrides(load_yaml(path), overrides, source=f"{source} (command-line override)")
+    source = f"{path} (with overrides {' '.join(overrides)})" if overrides else str(path)
+    raw = apply_overrides(load_yaml(path), overrides, source=source)
     top = from_dict(SuiteFile, raw, source)
     protocol: type[Protocol] = get_protocol(top.protocol, source=f"{source}: key 'protocol'")
     dataset = from_dict(protocol.Dataset, top.dataset, source, prefix="dataset.")

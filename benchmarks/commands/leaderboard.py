@@ -41,8 +41,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_list_runs(args: argparse.Namespace) -> int:
     from benchmarks.store import ResultsStore
 
-    print(f"{'run':<26}{'status':<10}{'suite':<22}{'checkpoint':<34}{'started':<28}message")
+    print(f"{'run':<26}{'status':<10}{'suite':<22}{'checkpoint':<34}{'started':<34}message")
     for r in ResultsStore(args.db).runs(args.status):
         ckpt = f"{Path(r['checkpoint_path']).name}@{r['checkpoint_digest'][:8]}"
-        print(f"{r['run_id']:<26}{r['status']:<10}{r['suite']:<22}{ckpt:<34}{r['started_at']:<28}{r['message']}")
+        print(f"{r['run_id']:<26}{r['status']:<10}{r['suite']:<22}{ckpt:<34}{r['started_at']:<34}{r['message']}")
     return 0

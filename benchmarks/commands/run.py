@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -29,15 +30,19 @@ def register(sub, list_sub) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmarks.runner import run_suite
+    from benchmarks.runner import RunInterrupted, run_suite
     from benchmarks.store import ResultsStore
     from benchmarks.suites import load_suite
 
     suite = load_suite(args.suite, args.overrides)
     store = ResultsStore(args.db)
-    outcome = run_suite(suite, args.checkpoint, store, data_root=args.data_root, out_root=args.out,
-                        subnets=args.subnets, force=args.force,
-                        device=torch.device(args.device) if args.device else None, seed=args.seed)
+    try:
+        outcome = run_suite(suite, args.checkpoint, store, data_root=args.data_root, out_root=args.out,
+                            subnets=args.subnets, force=args.force,
+                            device=torch.device(args.device) if args.device else None, seed=args.seed)
+    except (RunInterrupted, KeyboardInterrupt) as e:
+        print(f"bench: {e or 'interrupted'}; the run is marked failed in {store.path}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
     if outcome.run_id:
         print(format_results(suite.name, outcome))
     return 0

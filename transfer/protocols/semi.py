@@ -117,7 +117,7 @@ def fine_tune(net: nn.Module, train, p: SemiParams, device: torch.device, seed: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, batches = total + float(loss), batches + 1
+            total, batches = total + loss.item(), batches + 1
         sched.step()
         log.info("%s epoch %d/%d: loss %.4f", desc, epoch + 1, p.epochs, total / max(batches, 1))
     return net.eval()

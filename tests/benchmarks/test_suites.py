@@ -1,0 +1,83 @@
+"""Suite files: every shipped suite loads; bad files fail before any work, naming file, key and expectation."""
+import pytest
+
+from benchmarks.suites import load_suite, resolve_subnets, suite_paths
+from pretrain.checkpoint import load_checkpoint
+from pretrain.errors import ConfigError, DataError
+from pretrain.spec import SubnetError, SubnetSpec
+from tests.transfer.tiny_data import make_checkpoint
+
+SHIPPED = {"imagenet-linear", "imagenet-linear-fast", "imagenet-semi-1pct", "imagenet-semi-10pct", "imagenet-knn",
+           "complexity", "latency", "fmnist-linear", "fmnist-linear-fast", "fmnist-knn", "fmnist-semi-10pct"}
+
+
+def write(tmp_path, text, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_every_shipped_suite_loads():
+    assert SHIPPED <= {p.stem for p in suite_paths()}
+    for name in SHIPPED:  # detection and segmentation suites are tested with their protocols
+        suite = load_suite(name)
+        assert suite.name == name and suite.description
+    assert load_suite("imagenet-linear").params.lr == 30.0
+    assert load_suite("imagenet-semi-1pct").params.label_fraction == 0.01
+
+
+def test_unknown_keys_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"s\.yaml: unknown key 'protcol'"):
+        load_suite(write(tmp_path, "protcol: knn\n"))
+    with pytest.raises(ConfigError, match=r"s\.yaml: unknown key 'params\.kk'; expected one of params\.k, "):
+        load_suite(write(tmp_path, "protocol: knn\nparams: {kk: 3}\n"))
+    with pytest.raises(ConfigError, match=r"unknown key 'dataset\.folder'"):
+        load_suite(write(tmp_path, "protocol: knn\ndataset: {folder: x}\n"))
+
+
+def test_wrong_types_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'params\.epochs': expected int, got 'ten'"):
+        load_suite(write(tmp_path, "protocol: linear\nparams: {epochs: ten}\n"))
+    with pytest.raises(ConfigError, match=r"key 'params\.milestones\[1\]': expected int"):
+        load_suite(write(tmp_path, "protocol: linear\nparams: {milestones: [1, x]}\n"))
+    with pytest.raises(ConfigError, match=r"s\.yaml: key 'protocol': unknown protocol 'linaer'"):
+        load_suite(write(tmp_path, "protocol: linaer\n"))
+    with pytest.raises(ConfigError, match=r"key 'subnets': expected str or a list of str, got \['w0', 5\]"):
+        load_suite(write(tmp_path, "protocol: knn\nsubnets: [w0, 5]\n"))
+    with pytest.raises(ConfigError, match=r"key 'subnets': expected 'all', 'desired' or a list.*'half'"):
+        load_suite(write(tmp_path, "protocol: knn\nsubnets: [w1.0, half]\n"))
+    with pytest.raises(ConfigError, match=r"s\.yaml: params\.label_fraction must be in \(0, 1\]"):
+        load_suite(write(tmp_path, "protocol: semi\nparams: {label_fraction: 10}\n"))
+
+
+def test_missing_dataset_folder_names_the_layout(tmp_path):
+    suite = load_suite("imagenet-knn")
+    with pytest.raises(DataError) as e:
+        suite.check_data(tmp_path / "imagenet")
+    msg = str(e.value)
+    assert "imagenet-knn.yaml" in msg and str(tmp_path / "imagenet" / "train") in msg
+    assert "train/CLASS/IMAGE" in msg and "val/CLASS/IMAGE" in msg
+
+
+def test_overrides_and_digest(tmp_path):
+    base = load_suite("fmnist-knn")
+    changed = load_suite("fmnist-knn", ["params.k=200", "params.temperature=0.1"])
+    assert (changed.params.k, changed.params.temperature) == (200, 0.1)
+    specs = [SubnetSpec(1.0)]
+    assert base.digest(specs) == load_suite("fmnist-knn").digest(specs)
+    assert base.digest(specs) != changed.digest(specs)
+    assert base.digest(specs) != base.digest([SubnetSpec(1.0), SubnetSpec(0.5)])
+    with pytest.raises(ConfigError, match=r"fmnist-knn\.yaml \(with overrides params\.k=many\): key 'params\.k': expected int"):
+        load_suite("fmnist-knn", ["params.k=many"])
+
+
+def test_resolve_subnets(tmp_path):
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "c.pt", desired=["w0.5"]))
+    assert [str(s) for s in resolve_subnets("all", ckpt)] == ["w1.0", "w0.5"]
+    assert [str(s) for s in resolve_subnets("desired", ckpt)] == ["w0.5"]
+    assert [str(s) for s in resolve_subnets("w0.5,w1.0-d1.1.1.1", ckpt)] == ["w0.5", "w1.0-d1.1.1.1"]
+    with pytest.raises(SubnetError, match="widths are 1.0, 0.5"):
+        resolve_subnets(["w0.25"], ckpt)
+    plain = load_checkpoint(make_checkpoint(tmp_path / "d.pt"))
+    with pytest.raises(ConfigError, match="no desired networks"):
+        resolve_subnets("desired", plain)

@@ -1,0 +1,128 @@
+"""Every classification, complexity and latency protocol run through the contract on tiny real data."""
+import dataclasses
+
+import pytest
+import torch
+
+from pretrain.checkpoint import load_checkpoint
+from pretrain.complexity import complexity_table
+from pretrain.config import from_dict
+from pretrain.errors import ConfigError, DataError
+from pretrain.spec import SubnetSpec
+from transfer.classify.data import ClassificationData, targets_of
+from transfer.features import FeatureCache, cached_features, extract_features
+from transfer.protocols.base import RunContext, get_protocol
+from transfer.protocols.semi import label_subset
+
+from .tiny_data import make_checkpoint, make_image_folder
+
+SUBNETS = [SubnetSpec(1.0), SubnetSpec(0.5)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    make_image_folder(root / "data", per_class=8, size=16, classes=3)
+    return root, load_checkpoint(make_checkpoint(root / "ckpt.pt"))
+
+
+def context(tiny, protocol, params=None, dataset=None, **kw):
+    root, ckpt = tiny
+    cls = get_protocol(protocol)
+    return cls(), RunContext(
+        suite_name=f"test-{protocol}", checkpoint=ckpt, subnets=SUBNETS,
+        params=from_dict(cls.Params, params or {}, "test"),
+        dataset=from_dict(cls.Dataset, dataset or {}, "test"), data_root=root / "data", out_dir=root / "out",
+        device=torch.device("cpu"), checkpoint_digest="ab" * 32, cache_dir=root / "cache", **kw)
+
+
+def by_key(results):
+    return {(r.subnet, r.metric): r.value for r in results}
+
+
+DATA = {"kind": "imagefolder", "resolution": 16, "resize": 16}
+
+
+def test_linear_probe_on_separable_colours(tiny):
+    protocol, ctx = context(tiny, "linear", {"epochs": 10, "batch_size": 8, "lr": 1.0, "milestones": [8],
+                                             "workers": 0, "rrc_scale": [0.5, 1.0]}, DATA)
+    res = by_key(protocol.run(ctx))
+    assert res[("w1.0", "top1")] == 100.0 and res[("w0.5", "top1")] >= 90.0
+    assert res[("w1.0", "wall_time_s")] > 0 and set(m for _, m in res) == {"top1", "top5", "wall_time_s"}
+
+
+def test_linear_fast_caches_features_and_matches_fresh_extraction(tiny):
+    params = {"epochs": 10, "batch_size": 8, "lr": 1.0, "milestones": [8], "workers": 0}
+    protocol, ctx = context(tiny, "linear-fast", params, DATA)
+    res = by_key(protocol.run(ctx))
+    assert res[("w1.0", "top1")] == 100.0 and res[("w0.5", "top1")] >= 90.0
+    cache = FeatureCache(ctx.cache_dir, ctx.checkpoint_digest, ctx.dataset.digest())
+    cached, labels = cache.load("w0.5", "val")
+    assert cached.shape == (24, 256) and labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    from pretrain.slim import extract
+    from torch.utils.data import DataLoader
+    val = ctx.dataset.split(ctx.data_root, "val", ctx.dataset.eval_transform())
+    fresh, _ = extract_features({"w0.5": extract(ctx.checkpoint, "w0.5")}, DataLoader(val, batch_size=5),
+                                torch.device("cpu"))
+    assert torch.allclose(fresh["w0.5"].float(), cached.float())
+    # a second run reads the cache instead of the images
+    again, _ = cached_features({"w0.5": None}, lambda: pytest.fail("extracted again"), "val", cache,
+                               torch.device("cpu"))
+    assert torch.equal(again["w0.5"], cached)
+
+
+def test_knn_top1(tiny):
+    protocol, ctx = context(tiny, "knn", {"k": 5, "workers": 0}, DATA)
+    res = by_key(protocol.run(ctx))
+    assert res[("w1.0", "top1")] == 100.0 and res[("w0.5", "top1")] == 100.0
+
+
+@pytest.mark.slow
+def test_semi_fine_tunes_on_a_class_balanced_subset(tiny):
+    # one batch holds every class: BatchNorm in train mode would erase a single-colour batch's colour
+    params = {"label_fraction": 0.5, "epochs": 15, "batch_size": 12, "lr": 0.01, "head_lr": 0.05, "workers": 0,
+              "rrc_scale": [0.5, 1.0]}
+    protocol, ctx = context(tiny, "semi", params, DATA)
+    res = by_key(protocol.run(ctx))
+    assert res[("w1.0", "top1")] >= 75.0 and res[("w0.5", "top1")] >= 75.0  # chance is 33%
+    assert ctx.info["subset_size"] == 12 and len(ctx.info["subset_digest"]) == 64
+
+
+def test_label_subset_seeded_balanced_and_from_file(tiny, tmp_path):
+    root, _ = tiny
+    data = ClassificationData(resolution=16)
+    train = data.split(root / "data", "train", None)
+    idx, digest = label_subset(train, 0.25, seed=3)
+    assert label_subset(train, 0.25, seed=3) == (idx, digest)
+    assert label_subset(train, 0.25, seed=4)[1] != digest
+    assert targets_of(train)[idx].bincount().tolist() == [2, 2, 2]
+    names = ["train_0_1.png", "train_2_5.png"]
+    (tmp_path / "subset.txt").write_text("class0/train_0_1.png\ntrain_2_5.png\n")
+    idx, digest_file = label_subset(train, 0.01, seed=0, subset_file=tmp_path / "subset.txt")
+    assert [train.samples[i][0].split("/")[-1] for i in idx] == names
+    (tmp_path / "bad.txt").write_text("nope.png\n")
+    with pytest.raises(DataError, match="1 of 1 listed images"):
+        label_subset(train, 0.01, seed=0, subset_file=tmp_path / "bad.txt")
+
+
+def test_complexity_equals_pretrain_counts(tiny):
+    protocol, ctx = context(tiny, "complexity", {"resolution": 32})
+    res = by_key(protocol.run(ctx))
+    for spec, c in complexity_table(ctx.checkpoint.build_model(), SUBNETS, 32):
+        assert res[(str(spec), "params")] == c.params and res[(str(spec), "macs")] == c.macs
+    assert res[("w1.0", "macs")] > 3 * res[("w0.5", "macs")]
+
+
+def test_latency_reports_positive_times_and_settings(tiny):
+    protocol, ctx = context(tiny, "latency", {"batch_size": 4, "repeats": 3, "warmup": 1})
+    res = by_key(protocol.run(ctx))
+    assert res[("w0.5", "latency_ms")] > 0 and res[("w1.0", "throughput_img_s")] > 0
+    assert ctx.info["resolution"] == 32 and ctx.info["dtype"] == "float32" and ctx.info["threads"] >= 1
+
+
+def test_dataset_block_errors(tmp_path):
+    with pytest.raises(ConfigError, match="dataset.kind"):
+        from_dict(ClassificationData, {"kind": "cifar"}, "s.yaml", prefix="dataset.")
+    with pytest.raises(DataError, match=r"train/CLASS/IMAGE"):
+        ClassificationData().check(tmp_path)
+    assert dataclasses.asdict(ClassificationData())["resolution"] == 224
