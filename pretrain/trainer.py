@@ -168,7 +168,10 @@ class Trainer:
         np.random.seed(r.run.seed)
         self.method: PretrainMethod = build_method(r, build_encoder(r)).to(info.device)
         if r.model.sync_bn and info.distributed:
-            self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+            if info.device.type == "cpu":  # torch's SyncBatchNorm runs on accelerators only
+                log.warning("model.sync_bn: SyncBatchNorm needs GPUs; these CPU ranks keep per-rank BatchNorm")
+            else:
+                self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.optimizer = build_optimizer(self.method, r.optim)
         self.use_amp = r.run.amp and info.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)

@@ -1,0 +1,54 @@
+"""Each loss against a plain reference computation written out here."""
+import math
+
+import pytest
+import torch
+
+from pretrain.losses import byol_loss, info_nce, soft_cross_entropy, width_loss_weights
+
+
+def test_info_nce_matches_log_softmax_at_the_positive():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 7, generator=g) * 3
+    labels = torch.tensor([0, 3, 6, 1, 0])
+    expected = 0.0
+    for row, y in zip(logits.tolist(), labels.tolist()):
+        expected += -(row[y] - math.log(sum(math.exp(v) for v in row)))
+    assert info_nce(logits, labels).item() == pytest.approx(expected / 5, rel=1e-5)
+
+
+def test_soft_cross_entropy_matches_reference_and_scales_by_student_temperature():
+    g = torch.Generator().manual_seed(1)
+    student = torch.randn(4, 6, generator=g, requires_grad=True)
+    teacher = torch.randn(4, 6, generator=g, requires_grad=True)
+    ts, tt = 5.0, 2.0
+    expected = 0.0
+    for s_row, t_row in zip(student.tolist(), teacher.tolist()):
+        zt = sum(math.exp(v / tt) for v in t_row)
+        zs = sum(math.exp(v / ts) for v in s_row)
+        expected += -sum(math.exp(t / tt) / zt * (s / ts - math.log(zs)) for s, t in zip(s_row, t_row))
+    expected = expected / 4 * ts ** 2
+    loss = soft_cross_entropy(student, teacher, ts, tt)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    assert teacher.grad is None  # the teacher is detached
+
+
+def test_byol_loss_is_normalized_mse():
+    g = torch.Generator().manual_seed(2)
+    p, z = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g) * 4
+    ref = ((p / p.norm(dim=1, keepdim=True) - z / z.norm(dim=1, keepdim=True)) ** 2).sum(dim=1).mean()
+    assert byol_loss(p, z).item() == pytest.approx(ref.item(), rel=1e-5)
+    assert byol_loss(p, 3 * p).item() == pytest.approx(0.0, abs=1e-6)
+    assert byol_loss(p, -p).item() == pytest.approx(4.0, rel=1e-6)
+
+
+def test_slimclr_reweighting_values():
+    w = width_loss_weights([1.0, 0.75, 0.5, 0.25])
+    assert w == {1.0: 2.5, 0.75: 1.0, 0.5: 1.0, 0.25: 1.0}
+    assert width_loss_weights([1.0, 0.5])[1.0] == 1.5
+    assert width_loss_weights([1.0, 0.5, 0.25], "proportional") == {1.0: 1.0, 0.5: 0.5, 0.25: 0.25}
+    assert width_loss_weights([1.0, 0.5], "uniform") == {1.0: 1.0, 0.5: 1.0}
+    with pytest.raises(ValueError, match="proportional"):
+        width_loss_weights([1.0], "size")

@@ -1,0 +1,125 @@
+"""The trainer: exact resume, non-finite loss stop, logs, checkpoints usable by `bench`."""
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pretrain.checkpoint import load_checkpoint
+from pretrain.recipe import parse_recipe
+from pretrain.trainer import CHECKPOINT_FILE, LOG_FILE, STATE_FILE, NonFiniteLoss, TrainingError, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_recipe_dict(name="slimclr-mocov2", **run):
+    """A recipe that trains in seconds on CPU: 8 px Fashion-MNIST, slim_resnet18 at widths 1.0/0.5."""
+    method = {"slimclr-mocov2": {"queue_size": 24, "proj_dims": [16, 8], "slim_start_epoch": 0.5},
+              "slimclr-mocov3": {"proj_dims": [16, 16, 8], "pred_dims": [16, 8]},
+              "dspnet-byol": {"proj_dims": [16, 8], "pred_dims": [16, 8], "depths": [[1, 1, 1, 1]],
+                              "desired": ["w0.5-d1.1.1.1"], "num_random": 1}}[name]
+    return {"method": {"name": name, **method},
+            "model": {"arch": "slim_resnet18", "widths": [1.0, 0.5], "stem": "small"},
+            "data": {"dataset": "fashion-mnist", "image_size": 8, "batch_size": 4, "workers": 0, "limit": 16},
+            "optim": {"name": "sgd", "lr": 0.05, "warmup_epochs": 0.5},
+            "run": {"epochs": 2, "seed": 0, "deterministic": True, "checkpoint_every": 2, "log_every": 1, **run}}
+
+
+def tiny(name="slimclr-mocov2", **run):
+    return parse_recipe(tiny_recipe_dict(name, **run), "tiny")
+
+
+def final_state(out):
+    state = torch.load(out / STATE_FILE, weights_only=False)
+    return state["method"], state["optimizer"]["state"], load_checkpoint(out / CHECKPOINT_FILE).state_dict
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], dict):
+            assert_same(a[k], b[k])
+        elif isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
+        else:
+            assert a[k] == b[k], k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["slimclr-mocov2", "dspnet-byol"])
+def test_stop_and_resume_equals_uninterrupted_run(tmp_path, name):
+    # 4 steps per epoch, 8 in all; stop at 3 (mid-epoch, after the slow start switch at step 2).
+    full = train(tiny(name), tmp_path / "full", progress=False)
+    assert full.steps == 8 and full.total_steps == 8
+    part = train(tiny(name, max_steps=3), tmp_path / "part", progress=False)
+    assert part.steps == 3
+    assert load_checkpoint(part.checkpoint).extra["steps"] == 3
+    train(tiny(name), tmp_path / "part", resume=True, progress=False)
+    for a, b in zip(final_state(tmp_path / "full"), final_state(tmp_path / "part")):
+        assert_same(a, b)
+    logged = [json.loads(line) for line in (tmp_path / "part" / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in logged] == list(range(1, 9))
+
+
+def test_log_lines_checkpoint_and_slow_start(tmp_path):
+    result = train(tiny(max_steps=4), tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for r in records:
+        assert {"lr", "loss", "momentum", "images_per_s", "epoch", "w1.0/infonce"} <= set(r)
+    # slim_start_epoch 0.5 of a 4-step epoch: steps 1-2 train the full width only.
+    assert [r["slim_active"] for r in records] == [False, False, True, True]
+    assert "w0.5/kd" not in records[1] and "w0.5/kd" in records[2]
+    assert records[0]["lr"] < records[1]["lr"]   # warm-up
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt.method == "slimclr-mocov2" and ckpt.widths == [1.0, 0.5]
+    assert ckpt.config["method"]["temperature"] == 0.2 and ckpt.config["run"]["max_steps"] == 4
+    ckpt.build_model()
+    assert yaml.safe_load((tmp_path / "recipe.yaml").read_text()) == ckpt.config
+    with pytest.raises(TrainingError, match="--resume"):
+        train(tiny(max_steps=4), tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="optim.lr"):
+        changed = tiny_recipe_dict(max_steps=6)
+        changed["optim"]["lr"] = 0.5
+        train(parse_recipe(changed, "tiny"), tmp_path, resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    data = tiny_recipe_dict("slimclr-mocov3", checkpoint_every=1, max_steps=8)
+    data["optim"] = {"name": "sgd", "lr": 1.0e+30}   # diverges within a few steps
+    with pytest.raises(NonFiniteLoss) as err:
+        train(parse_recipe(data, "tiny"), tmp_path, progress=False)
+    message = str(err.value)
+    assert "w1.0/infonce=" in message and "last good checkpoint" in message
+    failed_step = int(message.split("step ")[1].split(":")[0])
+    kept = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert kept.extra["steps"] == failed_step - 1
+    assert all(torch.isfinite(v).all() for v in kept.state_dict.values() if v.is_floating_point())
+
+
+def run_bench(*args, cwd=ROOT):
+    """Run `bench` in a subprocess (what a SIGKILL reliability test drives as well)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "benchmarks.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_bench_pretrain_cli_runs_and_resumes(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict("dspnet-byol")))
+    out = tmp_path / "run"
+    first = run_bench("pretrain", "--config", str(recipe), "--out", str(out), "--no-progress", "run.max_steps=2")
+    assert first.returncode == 0, first.stderr
+    assert "2/8 steps" in first.stdout
+    second = run_bench("pretrain", "--config", str(recipe), "--out", str(out), "--resume", "--no-progress",
+                       "run.max_steps=4")
+    assert second.returncode == 0, second.stderr
+    ckpt = load_checkpoint(out / CHECKPOINT_FILE)
+    assert ckpt.extra["steps"] == 4 and ckpt.method == "dspnet-byol"
+    assert ckpt.desired == ["w0.5-d1.1.1.1"]   # `bench list subnets` shows it first
