@@ -74,10 +74,10 @@ LAYOUTS: Dict[str, Layout] = {
 
 @dataclass
 class Dataset:
-    """The suite's ``dataset:`` block: a layout and where it lives (relative to the data root)."""
+    """The suite's ``dataset:`` block: a folder layout (``kind``) and where it lives (relative to the data root)."""
 
-    layout: Literal["folder", "demo-scenes", "ade20k", "voc-aug", "cityscapes"] = "folder"
-    root: Optional[str] = None              # default: the layout's usual folder name
+    kind: Literal["folder", "demo-scenes", "ade20k", "voc-aug", "cityscapes"] = "folder"
+    root: Optional[str] = None              # default: the kind's usual folder name
     classes: Optional[List[str]] = None     # required for 'folder'
     train_split: str = "train"              # 'folder' only: sub-folder names of img_dir/ann_dir
     val_split: str = "val"
@@ -89,19 +89,19 @@ class Dataset:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.layout == "folder" and not self.classes:
-            raise ValueError("layout 'folder' needs 'classes': the class names, index 0 first")
-        if self.layout != "folder" and self.classes is not None:
-            raise ValueError(f"layout {self.layout!r} has fixed classes; 'classes' applies to layout 'folder' only")
+        if self.kind == "folder" and not self.classes:
+            raise ValueError("kind 'folder' needs 'classes': the class names, index 0 first")
+        if self.kind != "folder" and self.classes is not None:
+            raise ValueError(f"kind {self.kind!r} has fixed classes; 'classes' applies to kind 'folder' only")
         if min(self.num_train, self.num_val) < 1:
             raise ValueError("num_train and num_val must be at least 1")
 
     @property
     def spec(self) -> Layout:
-        return LAYOUTS[self.layout]
+        return LAYOUTS[self.kind]
 
     def path(self, data_root: Path) -> Path:
-        """The dataset folder: ``root`` (absolute, or under ``data_root``) or the layout's default."""
+        """The dataset folder: ``root`` (absolute, or under ``data_root``) or the kind's default."""
         root = Path(self.root if self.root is not None else self.spec.default_root)
         return root if root.is_absolute() else Path(data_root) / root
 
@@ -115,26 +115,26 @@ class Dataset:
     def check(self, data_root: Path) -> None:
         """Raise DataError naming the expected layout when a required folder or file is missing."""
         root = self.path(data_root)
-        if self.layout == "demo-scenes":
+        if self.kind == "demo-scenes":
             find_fmnist(data_root)  # the scenes are generated from it on first use
             return
         missing = [str(root / p) for part in self._parts() for p in part if p and not (root / p).exists()]
         if missing:
-            raise DataError(f"dataset {self.layout!r} at {root}: missing {', '.join(missing[:3])}"
+            raise DataError(f"dataset {self.kind!r} at {root}: missing {', '.join(missing[:3])}"
                             f"{' ...' if len(missing) > 3 else ''}; expected {self.spec.described.replace('ROOT', str(root))}")
 
     def prepare(self, data_root: Path) -> Path:
         """The dataset folder, generating the demo scenes on first use."""
         root = self.path(data_root)
-        if self.layout == "demo-scenes":
+        if self.kind == "demo-scenes":
             ensure_scenes(root, self.scene_settings(), data_root=data_root)
         return root
 
     def classes_tuple(self) -> Tuple[str, ...]:
         """Class names, index 0 first."""
-        if self.layout == "folder":
+        if self.kind == "folder":
             return tuple(self.classes)
-        if self.layout == "demo-scenes":
+        if self.kind == "demo-scenes":
             return DEMO_CLASSES
         from mmseg.registry import DATASETS
         return tuple(DATASETS.get(self.spec.dataset_type).METAINFO["classes"])
@@ -148,7 +148,7 @@ class Dataset:
             value = getattr(self.spec, key) if value is None else value
             if value is not None:
                 common[key] = value
-        if self.layout in ("folder", "demo-scenes"):
+        if self.kind in ("folder", "demo-scenes"):
             common["metainfo"] = dict(classes=self.classes_tuple())
 
         def one(part, pipeline):
@@ -221,7 +221,7 @@ def pipelines(p: Params, reduce_zero_label: bool) -> Tuple[list, list]:
 def _reduce_zero_label(d: Dataset) -> bool:
     if d.reduce_zero_label is not None:
         return d.reduce_zero_label
-    return bool(d.spec.reduce_zero_label) or d.layout == "ade20k"
+    return bool(d.spec.reduce_zero_label) or d.kind == "ade20k"
 
 
 @register_protocol
