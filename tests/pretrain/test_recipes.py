@@ -1,0 +1,90 @@
+"""Recipes: every shipped YAML resolves; bad keys fail naming the file and the key; --dry-run."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks.cli import main
+from pretrain.errors import ConfigError
+from pretrain.recipe import BYOLRecipe, MoCoV2Recipe, MoCoV3Recipe, load_recipe, parse_recipe, recipe_dict
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "configs" / "pretrain").glob("*.yaml"))
+
+
+def test_the_published_and_demo_recipes_are_shipped():
+    names = {p.stem for p in RECIPES}
+    assert {"slimclr-mocov2-r50-200ep", "slimclr-mocov2-r50-800ep", "slimclr-mocov3-r50-300ep",
+            "dspnet-byol-r50", "demo-slimclr-mocov2", "demo-dspnet"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_resolves(path):
+    recipe = load_recipe(path)
+    plain = recipe_dict(recipe)
+    assert parse_recipe(plain, "round trip") == recipe   # the resolved form reads back the same
+
+
+@pytest.mark.parametrize("stem, epochs, start", [("slimclr-mocov2-r50-200ep", 200, 100),
+                                                 ("slimclr-mocov2-r50-800ep", 800, 400)])
+def test_slimclr_mocov2_recipes_as_published(stem, epochs, start):
+    r = load_recipe(next(p for p in RECIPES if p.stem == stem))
+    assert isinstance(r.method, MoCoV2Recipe)
+    assert (r.run.epochs, r.method.slim_start_epoch) == (epochs, start)
+    assert (r.optim.name, r.optim.lr, r.optim.weight_decay, r.data.batch_size) == ("sgd", 0.2, 1e-4, 1024)
+    assert (r.method.queue_size, r.method.momentum, r.method.temperature) == (65536, 0.999, 0.2)
+    assert r.model.widths == [1.0, 0.75, 0.5, 0.25] and r.model.arch == "slim_resnet50"
+    assert (r.method.distill_alpha, r.method.teacher_temp, r.method.student_temp) == (0.5, 5.0, 5.0)
+
+
+def test_slimclr_mocov3_recipe_as_published():
+    r = load_recipe(next(p for p in RECIPES if p.stem == "slimclr-mocov3-r50-300ep"))
+    assert isinstance(r.method, MoCoV3Recipe)
+    assert (r.run.epochs, r.method.slim_start_epoch, r.optim.name, r.optim.lr, r.optim.weight_decay) == \
+        (300, 150, "lars", 1.2, 1e-6)
+    assert (r.method.temperature, r.method.momentum, r.method.momentum_schedule) == (1.0, 0.99, "cosine")
+
+
+def test_method_defaults_differ_per_method():
+    base = {"data": {"dataset": "fashion-mnist"}}
+    v2 = parse_recipe({**base, "method": {"name": "slimclr-mocov2"}}, "x").method
+    v3 = parse_recipe({**base, "method": {"name": "slimclr-mocov3"}}, "x").method
+    byol = parse_recipe({**base, "method": {"name": "dspnet-byol"}}, "x").method
+    assert (v2.temperature, v2.teacher_temp, v2.queue_size) == (0.2, 5.0, 65536)
+    assert (v3.temperature, v3.teacher_temp, v3.momentum_schedule) == (1.0, 1.0, "cosine")
+    assert isinstance(byol, BYOLRecipe) and (byol.momentum, byol.momentum_schedule) == (0.996, "cosine")
+
+
+def write(tmp_path, data):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"method": {"name": "slimclr-mocov2", "queue_sise": 10}}, "method.queue_sise"),
+    ({"method": {"name": "slimclr-mocov3", "queue_size": 10}}, "method.queue_size"),   # a MoCo v2 key
+    ({"method": {"name": "slimclr-mocov2"}, "optim": {"lr": "fast"}}, "optim.lr"),
+    ({"method": {"name": "slimclr-mocov2"}, "model": {"widths": [0.5, 1.0]}}, "widths"),
+    ({"method": {"name": "simclr"}}, "method.name"),
+    ({"method": {"name": "dspnet-byol", "desired": ["w0.3"]}}, "method.desired[0]"),
+    ({"method": {"name": "dspnet-byol", "depths": [[4, 2, 2, 2]]}}, "method.depths[0]"),
+    ({"method": {"name": "slimclr-mocov2"}, "data": {"dataset": "imagefolder"}}, "root"),
+    ({"method": {"name": "slimclr-mocov2"}, "epochs": 3}, "epochs"),
+])
+def test_bad_recipes_name_the_file_and_the_key(tmp_path, data, key):
+    data.setdefault("data", {"dataset": "fashion-mnist"})
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path)
+    assert str(path) in str(err.value) and key in str(err.value)
+
+
+def test_dry_run_prints_the_resolved_recipe_with_overrides(tmp_path, capsys):
+    path = write(tmp_path, {"method": {"name": "slimclr-mocov3"}, "data": {"dataset": "fashion-mnist"}})
+    assert main(["pretrain", "--config", str(path), "--dry-run", "run.epochs=7", "--data-root", "/x"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["run"]["epochs"] == 7 and printed["data"]["root"] == "/x"
+    assert printed["method"]["temperature"] == 1.0 and printed["method"]["pred_dims"] == [4096, 256]
+    assert not (tmp_path / "runs").exists()
+    assert main(["pretrain", "--config", str(path), "--dry-run", "optim.lrr=1"]) == 2
+    assert "optim.lrr" in capsys.readouterr().err
