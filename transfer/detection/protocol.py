@@ -184,7 +184,7 @@ class Detectron2Protocol(Protocol):
             cfg = build_config(p.base_config, spec, ctx.checkpoint.arch, weights=weights[name],
                                num_classes=num_classes, distributed=launch_plan.world_size > 1,
                                device=ctx.device.type, overrides=overrides, out_dir=run_dir)
-            metrics_path = run_dir / "metrics.json"
+            metrics_path = run_dir / "results.json"   # Detectron2 writes its own metrics.json there
             metrics_path.unlink(missing_ok=True)
             log.info("detectron2 %s seed %d: training %d iterations of %s (%s)", name, seed, cfg.SOLVER.MAX_ITER,
                      p.base_config, cfg.MODEL.BACKBONE.NAME)

@@ -1,0 +1,97 @@
+"""The ``detectron2`` protocol: dataset blocks, metrics, and a real training + evaluation through Detectron2."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.checkpoint import Checkpoint
+from pretrain.config import from_dict
+from pretrain.errors import ConfigError, DataError
+from pretrain.resnet import SlimResNet
+from pretrain.spec import SubnetSpec
+from transfer.protocols.base import RunContext, get_protocol
+from transfer.scenes import SceneSettings, ensure_scenes
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_protocol_is_registered_with_its_schemas():
+    proto = get_protocol("detectron2")
+    assert proto.name == "detectron2"
+    params = from_dict(proto.Params, {"iterations": 10, "min_size_train": [64, 80], "overrides": {"A.B": 1}}, "t")
+    assert params.detectron2_overrides() == {"SOLVER.MAX_ITER": 10, "INPUT.MIN_SIZE_TRAIN": (64, 80),
+                                             "DATALOADER.NUM_WORKERS": 4, "A.B": 1}
+    with pytest.raises(ConfigError, match="iterations must be a positive integer"):
+        from_dict(proto.Params, {"iterations": 0}, "t")
+    with pytest.raises(ConfigError, match="VOC2007/trainval"):
+        from_dict(proto.Dataset, {"kind": "voc", "voc_test": "test"}, "t")
+
+
+def test_dataset_check_names_the_expected_layout(tmp_path):
+    proto = get_protocol("detectron2")
+    coco = from_dict(proto.Dataset, {"kind": "coco"}, "t")
+    with pytest.raises(DataError, match=r"coco/train2017.*instances_\{train2017,val2017\}\.json"):
+        coco.check(tmp_path)
+    voc = from_dict(proto.Dataset, {"kind": "voc"}, "t")
+    with pytest.raises(DataError, match=r"VOC2007/Annotations.*VOC<year>/ImageSets/Main/<split>\.txt"):
+        voc.check(tmp_path)
+    own = from_dict(proto.Dataset, {"kind": "coco", "root": str(tmp_path / "mine"), "val_images": "v"}, "t")
+    with pytest.raises(DataError, match="mine/v"):
+        own.check(tmp_path)
+
+
+def test_shipped_suites_validate():
+    from benchmarks.suites import load_suite
+
+    for name, kind in (("demo-det", "demo-scenes"), ("voc-det", "voc"), ("coco-det", "coco")):
+        suite = load_suite(str(REPO / "configs" / "suites" / f"{name}.yaml"))
+        assert suite.protocol == "detectron2" and suite.dataset.kind == kind
+
+
+def test_metrics_are_named_by_task_and_no_predictions_score_zero():
+    from transfer.detection.protocol import flatten_metrics
+
+    out = flatten_metrics({"bbox": {"AP": 12.5, "AP50": 30.0, "AP75": math.nan, "APl": math.nan, "AP-cat": 3.0},
+                           "segm": {"AP": 10.0}})
+    assert out == {"box_AP": 12.5, "box_AP50": 30.0, "box_AP75": 0.0, "mask_AP": 10.0}
+
+
+@pytest.mark.slow
+def test_one_iteration_and_evaluation_of_a_width_quarter_faster_rcnn(tmp_path):
+    """Width 0.25 of an R50 (Detectron2's own ResNet, C4 head) on a 4-image COCO-format set, twice (repeats)."""
+    data_root = tmp_path / "data"
+    ensure_scenes(data_root / "scenes", SceneSettings(num_train=4, num_val=4))
+    proto = get_protocol("detectron2")
+    dataset = from_dict(proto.Dataset, {"kind": "coco", "root": str(data_root / "scenes"),
+                                        "train_images": "img_dir/train", "train_annotations": "annotations/instances_train.json",
+                                        "val_images": "img_dir/val", "val_annotations": "annotations/instances_val.json",
+                                        "mask_format": "bitmask"}, "t")
+    dataset.check(data_root)
+    params = from_dict(proto.Params, {
+        "base_config": "faster_rcnn_R_50_C4_voc_24k", "iterations": 1, "batch_size": 2, "lr": 0.001, "steps": [],
+        "warmup_iters": 1, "min_size_train": [64], "max_size_train": 96, "min_size_test": 64, "max_size_test": 96,
+        "precise_bn": False, "num_workers": 0, "repeats": 2,
+        "overrides": {"MODEL.RPN.POST_NMS_TOPK_TEST": 50, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+                      "MODEL.ANCHOR_GENERATOR.SIZES": [[16, 32, 64]]}}, "t")
+    torch.manual_seed(0)
+    ckpt = Checkpoint.from_model(SlimResNet(50, widths=[1.0, 0.25]))
+    ctx = RunContext("det-test", ckpt, [SubnetSpec(0.25)], params, dataset, data_root, tmp_path / "run",
+                     device=torch.device("cpu"))
+    rows = list(proto().run(ctx))
+
+    values = {r.metric: r.value for r in rows}
+    assert {r.subnet for r in rows} == {"w0.25"}
+    for metric in ("box_AP", "box_AP50", "box_AP75"):
+        assert 0.0 <= values[metric] <= 100.0 and values[f"{metric}_std"] >= 0.0
+    run = tmp_path / "run" / "w0.25"
+    assert (run / "backbone.pkl").is_file()
+    for seed in (0, 1):
+        cfg_text = (run / f"seed{seed}" / "config.yaml").read_text()
+        assert "build_resnet_backbone" in cfg_text and "RES2_OUT_CHANNELS: 64" in cfg_text
+        assert f"SEED: {seed}" in cfg_text
+        assert set(json.loads((run / f"seed{seed}" / "results.json").read_text())) >= {"box_AP", "box_AP50"}
+    # COCOEvaluator (pycocotools path) wrote its detections for the 4 validation images
+    detections = json.loads((run / "seed0" / "inference" / "coco_instances_results.json").read_text())
+    assert {d["image_id"] for d in detections} <= {1, 2, 3, 4}
