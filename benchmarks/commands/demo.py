@@ -2,29 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
 def register(sub, list_sub) -> None:
     """Add `bench demo` to the parser."""
-    p = sub.add_parser("demo", help="run the demo end to end on the embedded default")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p = sub.add_parser("demo", help="pretrain on Fashion-MNIST, run the demo suites, print the leaderboard")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="run folders, results.db, leaderboard (./runs)")
+    p.add_argument("--data-root", type=Path, default=Path(os.environ.get("SLIMBENCH_DATA", "data")),
+                   help="datasets; Fashion-MNIST is also found in the Debian package's folder")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import torch
+    from benchmarks.demo import DemoPaths, run_demo
 
-    from benchmarks.commands.checkpoints import format_subnet_table
-    from pretrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-    from pretrain.resnet import SlimResNet
-
-    path = args.out / "random-init.pt"
-    if not path.exists():
-        torch.manual_seed(0)
-        model = SlimResNet(18, widths=[1.0, 0.75, 0.5, 0.25], stem="small")
-        save_checkpoint(Checkpoint.from_model(model, method="random", config={"seed": 0}), path)
-    ckpt = load_checkpoint(path)
-    model = ckpt.build_model()
-    print(format_subnet_table(model, ckpt, model.subnets(), set(), 28))
+    paths = DemoPaths(args.runs, args.data_root)
+    print(run_demo(paths))
+    print(f"\nleaderboard: {paths.html} (plot: {paths.png})")
     return 0
