@@ -95,3 +95,15 @@ def test_one_iteration_and_evaluation_of_a_width_quarter_faster_rcnn(tmp_path):
     # COCOEvaluator (pycocotools path) wrote its detections for the 4 validation images
     detections = json.loads((run / "seed0" / "inference" / "coco_instances_results.json").read_text())
     assert {d["image_id"] for d in detections} <= {1, 2, 3, 4}
+
+
+def test_launch_settings_come_from_the_command_line_then_the_suite_then_the_device():
+    from transfer.detection.protocol import Detectron2Params, LaunchPlan
+
+    cpu = torch.device("cpu")
+    plan = LaunchPlan.resolve(Detectron2Params(), {}, cpu)
+    assert (plan.num_gpus, plan.num_machines, plan.world_size, plan.dist_url) == (0, 1, 1, "auto")
+    plan = LaunchPlan.resolve(Detectron2Params(dist_url="tcp://a:1"), {"dist_url": "tcp://b:2"}, cpu)
+    assert plan.dist_url == "tcp://b:2"
+    with pytest.raises(ConfigError, match="one process per GPU"):
+        LaunchPlan.resolve(Detectron2Params(num_gpus=64), {}, cpu)

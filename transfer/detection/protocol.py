@@ -102,13 +102,18 @@ class LaunchPlan:
     @classmethod
     def resolve(cls, p: Detectron2Params, launch: Dict[str, Any], device: torch.device) -> "LaunchPlan":
         """Command-line launch settings (``ctx.launch``) over the suite's, defaults from the device."""
-        get = lambda key, default: launch.get(key, default if getattr(p, key) is None else getattr(p, key))  # noqa: E731
+        def get(key: str, default):
+            value = getattr(p, key)
+            return launch.get(key, default if value is None else value)
+
         gpus = torch.cuda.device_count() if device.type == "cuda" else 0
         plan = cls(int(get("num_gpus", gpus)), int(get("num_machines", 1)), int(get("machine_rank", 0)),
                    str(get("dist_url", "auto")))
         if plan.num_gpus > 1 and plan.num_gpus > torch.cuda.device_count():
             raise ConfigError(f"num_gpus {plan.num_gpus}: Detectron2's launch runs one process per GPU, "
                               f"and this machine has {torch.cuda.device_count()}")
+        if plan.num_gpus == 0 and plan.num_machines > 1:
+            raise ConfigError("num_machines > 1 needs GPUs: Detectron2's launch runs one process per GPU")
         return plan
 
 
