@@ -54,7 +54,7 @@ LAYOUTS: Dict[str, Layout] = {
                           ("img_dir/val", "ann_dir/val", None), ".png", ".png", False,
                           "generated from Fashion-MNIST into ROOT/img_dir and ROOT/ann_dir"),
     "ade20k": Layout("ADE20KDataset", "ADEChallengeData2016", (("images/training", "annotations/training", None),),
-                     ("images/validation", "annotations/validation", None),
+                     ("images/validation", "annotations/validation", None), reduce_zero_label=True,
                      described="ROOT/images/{training,validation}/*.jpg and ROOT/annotations/{training,validation}/*.png "
                                "(the ADEChallengeData2016 release)"),
     "voc-aug": Layout("PascalVOCDataset", "VOCdevkit/VOC2012",
@@ -204,9 +204,12 @@ class Params:
             raise ValueError("schedule 'step' needs steps: [iteration, ...]")
 
 
-def pipelines(p: Params, reduce_zero_label: bool) -> Tuple[list, list]:
-    """MMSeg's standard train (random resize, crop, flip, photometric) and test pipelines."""
-    train = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", reduce_zero_label=reduce_zero_label),
+def pipelines(p: Params) -> Tuple[list, list]:
+    """MMSeg's standard train (random resize, crop, flip, photometric) and test pipelines.
+
+    ``LoadAnnotations`` takes ``reduce_zero_label`` from the dataset (MMSeg 1.x deprecates setting it twice).
+    """
+    train = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"),
              dict(type="RandomResize", scale=tuple(p.resize_scale), ratio_range=tuple(p.ratio_range), keep_ratio=True),
              dict(type="RandomCrop", crop_size=tuple(p.crop_size), cat_max_ratio=p.cat_max_ratio),
              dict(type="RandomFlip", prob=0.5)]
@@ -214,14 +217,8 @@ def pipelines(p: Params, reduce_zero_label: bool) -> Tuple[list, list]:
         train.append(dict(type="PhotoMetricDistortion"))
     train.append(dict(type="PackSegInputs"))
     test = [dict(type="LoadImageFromFile"), dict(type="Resize", scale=tuple(p.resize_scale), keep_ratio=True),
-            dict(type="LoadAnnotations", reduce_zero_label=reduce_zero_label), dict(type="PackSegInputs")]
+            dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
     return train, test
-
-
-def _reduce_zero_label(d: Dataset) -> bool:
-    if d.reduce_zero_label is not None:
-        return d.reduce_zero_label
-    return bool(d.spec.reduce_zero_label) or d.kind == "ade20k"
 
 
 @register_protocol
@@ -251,7 +248,7 @@ class MMSegProtocol(Protocol):
         depth, stem = int(arch["depth"]), arch.get("stem", "imagenet")
         launcher = ctx.launch.get("launcher", p.launcher)
         cuda = ctx.device.type == "cuda"
-        train_pipe, test_pipe = pipelines(p, _reduce_zero_label(d))
+        train_pipe, test_pipe = pipelines(p)
         train_ds, val_ds = d.mmseg_datasets(ctx.data_root, train_pipe, test_pipe)
         num_classes = len(d.classes_tuple())
         schedule = Schedule(iterations=p.iterations, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum,

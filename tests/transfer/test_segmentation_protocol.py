@@ -1,0 +1,79 @@
+"""Protocol ``mmseg``: suites validate, datasets say what they expect, a width-0.25 FCN trains and evaluates."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.checkpoint import Checkpoint
+from pretrain.config import from_dict, load_yaml
+from pretrain.errors import ConfigError, DataError
+from pretrain.resnet import SlimResNet
+from pretrain.spec import SubnetSpec
+from transfer.protocols.base import RunContext, get_protocol
+from transfer.scenes import SceneSettings, ensure_scenes
+
+SUITES = Path(__file__).resolve().parents[2] / "configs" / "suites"
+MMSEG = get_protocol("mmseg")
+
+
+@pytest.mark.parametrize("suite", ["ade20k-seg", "voc-seg", "cityscapes-seg", "demo-seg"])
+def test_suites_validate(suite):
+    data = load_yaml(SUITES / f"{suite}.yaml")
+    assert data["protocol"] == "mmseg"
+    params = from_dict(MMSEG.Params, data["params"], suite)
+    dataset = from_dict(MMSEG.Dataset, data["dataset"], suite)
+    expected = {"ade20k-seg": ("upernet", 160000, "ade20k", 150), "voc-seg": ("fcn", 20000, "voc-aug", 21),
+                "cityscapes-seg": ("fcn", 40000, "cityscapes", 19)}.get(suite)
+    if expected:
+        from transfer.segmentation.compat import import_mmseg
+
+        import_mmseg()
+        assert (params.model, params.iterations, dataset.kind, len(dataset.classes_tuple())) == expected
+    else:
+        assert len(dataset.classes_tuple()) == 11 and dataset.classes_tuple()[0] == "background"
+
+
+def test_bad_blocks_fail_with_the_key():
+    with pytest.raises(ConfigError, match="classes"):
+        from_dict(MMSEG.Dataset, {"kind": "folder"}, "suite.yaml")
+    with pytest.raises(ConfigError, match="crop_size"):
+        from_dict(MMSEG.Params, {"crop_size": [512]}, "suite.yaml")
+    with pytest.raises(ConfigError, match="'params.model'|model"):
+        from_dict(MMSEG.Params, {"model": "deeplab"}, "suite.yaml")
+
+
+@pytest.mark.parametrize("kind,expected", [("ade20k", "ADEChallengeData2016/images/training"),
+                                           ("voc-aug", "SegmentationClassAug"),
+                                           ("cityscapes", "gtFine_labelTrainIds"),
+                                           ("folder", "img_dir/{train,val}")])
+def test_missing_dataset_names_the_layout(tmp_path, kind, expected):
+    block = {"kind": kind, **({"classes": ["a", "b"]} if kind == "folder" else {})}
+    with pytest.raises(DataError, match=expected.replace("{", r"\{").replace("}", r"\}")):
+        from_dict(MMSEG.Dataset, block, "suite.yaml").check(tmp_path)
+
+
+@pytest.mark.slow
+def test_width_quarter_fcn_trains_one_iteration_and_evaluates(tmp_path):
+    """A 4-image folder in MMSeg's layout (the demo scenes); the run resumes from its own checkpoint."""
+    root = ensure_scenes(tmp_path / "scenes", SceneSettings(num_train=4, num_val=4, seed=1))
+    dataset = from_dict(MMSEG.Dataset, {"kind": "folder", "root": str(root), "img_suffix": ".png",
+                                        "classes": ["background"] + [f"c{i}" for i in range(10)]}, "test")
+    dataset.check(tmp_path)
+    params = from_dict(MMSEG.Params, {
+        "iterations": 1, "batch_size": 2, "crop_size": [48, 48], "resize_scale": [96, 96], "ratio_range": [1.0, 1.0],
+        "num_workers": 0, "log_interval": 1,
+        "model_overrides": {"backbone.strides": [1, 2, 2, 2], "backbone.dilations": [1, 1, 1, 1],
+                            "decode_head.channels": 16, "auxiliary_head.channels": 8}}, "test")
+    torch.manual_seed(0)
+    ckpt = Checkpoint.from_model(SlimResNet(18, widths=[1.0, 0.25], stem="small"))
+    ctx = RunContext("seg-test", ckpt, [SubnetSpec(0.25)], params, dataset, tmp_path, tmp_path / "run",
+                     device=torch.device("cpu"))
+    rows = list(MMSEG().run(ctx))
+    assert [(r.subnet, r.metric) for r in rows] == [("w0.25", "mIoU"), ("w0.25", "mAcc"), ("w0.25", "aAcc")]
+    assert all(0.0 <= r.value <= 100.0 for r in rows)
+    folder = tmp_path / "run" / "mmseg" / "w0.25"
+    assert (folder / "backbone.pth").is_file() and (folder / "work_dir" / "iter_1.pth").is_file()
+    written = (folder / "config.py").read_text()
+    assert "SlimBenchResNet" in written and "transfer.segmentation.backbone" in written
+    # a rerun resumes from the Runner checkpoint it wrote (full unpickling scoped to that folder)
+    assert list(MMSEG().run(ctx)) == rows
