@@ -40,7 +40,7 @@ class DetectionData:
     val_annotations: Optional[str] = None
     voc_train: List[str] = field(default_factory=lambda: ["VOC2007/trainval", "VOC2012/trainval"])
     voc_test: str = "VOC2007/test"           # FOLDER/SPLIT, FOLDER named VOC<year>
-    mask_format: Optional[Literal["polygon", "bitmask"]] = None  # default: bitmask (RLE) for demo-scenes
+    mask_format: Optional[Literal["polygon", "bitmask"]] = None  # default: bitmask (RLE) for demo-scenes, else the base config's
     num_train: int = 200                     # demo-scenes only: scene counts and seed
     num_val: int = 50
     seed: int = 0
@@ -80,8 +80,9 @@ class DetectionData:
         return "voc" if self.kind == "voc" else "coco"
 
     @property
-    def resolved_mask_format(self) -> str:
-        return self.mask_format or ("bitmask" if self.kind == "demo-scenes" else "polygon")
+    def resolved_mask_format(self) -> Optional[str]:
+        """INPUT.MASK_FORMAT this data needs, or None to keep the base config's."""
+        return self.mask_format or ("bitmask" if self.kind == "demo-scenes" else None)
 
     # -- checks ---------------------------------------------------------------------------------
     def check(self, data_root: Path) -> None:

@@ -184,7 +184,8 @@ class Detectron2Protocol(Protocol):
                 del plain
             run_dir = ctx.out_dir / name / f"seed{seed}"
             overrides = p.detectron2_overrides()
-            overrides.setdefault("INPUT.MASK_FORMAT", d.resolved_mask_format)
+            if d.resolved_mask_format:
+                overrides.setdefault("INPUT.MASK_FORMAT", d.resolved_mask_format)
             overrides.update({"SEED": seed, "DATASETS.TRAIN": tuple(train_sets), "DATASETS.TEST": tuple(test_sets)})
             cfg = build_config(p.base_config, spec, ctx.checkpoint.arch, weights=weights[name],
                                num_classes=num_classes, distributed=launch_plan.world_size > 1,
