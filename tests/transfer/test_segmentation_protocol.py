@@ -77,3 +77,11 @@ def test_width_quarter_fcn_trains_one_iteration_and_evaluates(tmp_path):
     assert "SlimBenchResNet" in written and "transfer.segmentation.backbone" in written
     # a rerun resumes from the Runner checkpoint it wrote (full unpickling scoped to that folder)
     assert list(MMSEG().run(ctx)) == rows
+
+
+def test_launcher_auto_follows_torchrun():
+    from transfer.segmentation.protocol import resolve_launcher
+
+    assert resolve_launcher("auto", {"WORLD_SIZE": "4"}) == "pytorch"
+    assert resolve_launcher("auto", {}) == "none"
+    assert resolve_launcher("slurm", {"WORLD_SIZE": "4"}) == "slurm"

@@ -13,6 +13,7 @@ Fashion-MNIST scenes of ``transfer.scenes``, generated on first use).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +190,7 @@ class Params:
     checkpoint_interval: int = 4000
     log_interval: int = 50
     num_workers: int = 2
-    launcher: Literal["none", "pytorch", "slurm", "mpi"] = "none"
+    launcher: Literal["auto", "none", "pytorch", "slurm", "mpi"] = "auto"   # auto: pytorch under torchrun
     model_overrides: Dict[str, Any] = field(default_factory=dict)  # dotted keys under `model`
 
     def validate(self) -> None:
@@ -202,6 +203,14 @@ class Params:
             raise ValueError("test_mode 'slide' needs slide_stride: [h, w]")
         if self.schedule == "step" and not self.steps:
             raise ValueError("schedule 'step' needs steps: [iteration, ...]")
+
+
+def resolve_launcher(requested: str, env: Optional[Dict[str, str]] = None) -> str:
+    """MMEngine's launcher: ``auto`` is ``pytorch`` under torchrun (WORLD_SIZE > 1), else ``none``."""
+    if requested != "auto":
+        return requested
+    env = os.environ if env is None else env
+    return "pytorch" if int(env.get("WORLD_SIZE", "1")) > 1 else "none"
 
 
 def pipelines(p: Params) -> Tuple[list, list]:
@@ -246,7 +255,7 @@ class MMSegProtocol(Protocol):
         base = base_config(p.base_config or p.model)
         arch = ctx.checkpoint.arch
         depth, stem = int(arch["depth"]), arch.get("stem", "imagenet")
-        launcher = ctx.launch.get("launcher", p.launcher)
+        launcher = resolve_launcher(ctx.launch.get("launcher", p.launcher))
         cuda = ctx.device.type == "cuda"
         train_pipe, test_pipe = pipelines(p)
         train_ds, val_ds = d.mmseg_datasets(ctx.data_root, train_pipe, test_pipe)
