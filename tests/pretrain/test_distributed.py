@@ -1,0 +1,76 @@
+"""Two CPU processes with the gloo backend: gathered keys, shared queue, identical weights."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pretrain.distributed import all_reduce_mean, concat_all_gather, init_from_env, shutdown
+from pretrain.recipe import parse_recipe
+from pretrain.trainer import Trainer
+from tests.pretrain.test_trainer import tiny_recipe_dict
+
+WORLD = 2
+
+
+def test_single_process_helpers_are_identity():
+    x = torch.arange(6.0).reshape(2, 3)
+    assert concat_all_gather(x) is x
+    assert torch.equal(all_reduce_mean(x), x)
+    info = init_from_env()
+    assert (info.rank, info.world_size, info.is_main, info.distributed) == (0, 1, True, False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    # Exactly the variables torchrun sets for each process.
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    info = init_from_env()
+    gathered = concat_all_gather(torch.full((2, 3), float(info.rank)))
+    mean = all_reduce_mean(torch.tensor(float(info.rank)))
+    results = {"gathered": gathered, "mean": mean}
+    for name in ("slimclr-mocov2", "slimclr-mocov3"):
+        data = tiny_recipe_dict(name, max_steps=3, checkpoint_every=10)
+        data["data"]["batch_size"] = 8          # global batch: 4 images per rank
+        data["model"]["sync_bn"] = True         # falls back to per-rank BN on CPU, with a warning
+        trainer = Trainer(parse_recipe(data, "tiny"), os.path.join(out, name), progress=False)
+        trainer.run()
+        results[name] = {k: v.clone() for k, v in trainer.method.state_dict().items()}
+    torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+    shutdown()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_share_queue_and_weights(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD))
+    expected = torch.cat([torch.zeros(2, 3), torch.ones(2, 3)])
+    assert torch.equal(r0["gathered"], expected) and torch.equal(r1["gathered"], expected)
+    assert r0["mean"].item() == r1["mean"].item() == 0.5
+    for name in ("slimclr-mocov2", "slimclr-mocov3"):
+        a, b = r0[name], r1[name]
+        # Gradients are averaged across ranks, so different data still leaves identical weights
+        # (and momentum encoders, and queues). BN running statistics are the exception: without
+        # SyncBN each rank's last forward updates them from its own batch (DDP broadcasts rank 0's
+        # before every forward).
+        per_rank = ("running_mean", "running_var", "num_batches_tracked")
+        compared = [k for k in a if not k.endswith(per_rank)]
+        assert len(compared) > 100 and ("queue" in a) == (name == "slimclr-mocov2")
+        for key in compared:
+            assert torch.equal(a[key], b[key]), f"{name}: {key} differs across ranks"
+        assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith("running_mean"))
+    # 3 steps of 4 keys on each of 2 ranks: 24 keys entered the queue (size 24), all of them
+    # gathered, so the pointer wrapped to 0 and every column holds a unit-norm key.
+    queue = r0["slimclr-mocov2"]["queue"]
+    assert int(r0["slimclr-mocov2"]["queue_ptr"]) == 0
+    assert torch.allclose(queue.norm(dim=0), torch.ones(24), atol=1e-5)
+    first = tmp_path / "slimclr-mocov2" / "checkpoint.pt"
+    assert first.is_file() and not (tmp_path / "slimclr-mocov2" / "rank1").exists()
