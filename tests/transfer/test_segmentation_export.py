@@ -5,11 +5,10 @@ from mmengine.config import Config
 
 from pretrain.resnet import SlimResNet
 from pretrain.slim import extract
+from pretrain.spec import SubnetSpec
 from transfer.segmentation import backbone as _registers_backbone  # noqa: F401
 from transfer.segmentation.config import base_config, model_config
 from transfer.segmentation.export import PREFIX, export_mmseg
-
-from pretrain.spec import SubnetSpec
 
 from ..conftest import randomize_bn
 
