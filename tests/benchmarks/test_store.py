@@ -79,7 +79,8 @@ def _wait_for_running(store, timeout=60):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,expected", [(signal.SIGTERM, "failed"), (signal.SIGKILL, "running")])
+@pytest.mark.parametrize("sig,expected", [(signal.SIGTERM, "failed"), (signal.SIGKILL, "running")],
+                         ids=["SIGTERM", "SIGKILL"])
 def test_killed_run_is_never_finished(tmp_path, sig, expected):
     ckpt = make_checkpoint(tmp_path / "c.pt")
     db = tmp_path / "r.db"

@@ -37,12 +37,15 @@ def test_teacher_is_widest_full_depth():
     assert teacher_index(specs[:1]) is None
 
 
-def test_probe_learns_separable_features():
+@pytest.mark.parametrize("feature_norm", [False, True])
+def test_probe_learns_separable_features(feature_norm):
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(4, 16, generator=g) * 3
     y = torch.arange(400) % 4
     feats = [centers[y] + torch.randn(400, 16, generator=g), (centers[y] + torch.randn(400, 16, generator=g))[:, :8]]
-    params = ProbeParams(epochs=15, batch_size=32, lr=0.5, milestones=[10])
+    if feature_norm:  # a narrow width with 1000x smaller features learns at the same learning rate
+        feats[1] = feats[1] * 1e-3
+    params = ProbeParams(epochs=15, batch_size=32, lr=0.5, milestones=[10], feature_norm=feature_norm)
     probe = train_probe_on_features(feats, y, 4, params, teacher=0, device=torch.device("cpu"))
     assert isinstance(probe, SwitchableProbe) and len(probe.heads) == 2
     accs = evaluate_on_features(probe, feats, y, torch.device("cpu"))

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
-from pretrain.datasets import FashionMNIST, find_fmnist, image_folder
+from pretrain.datasets import FMNIST_CLASSES, FashionMNIST, find_fmnist, image_folder
 from pretrain.errors import DataError
 from transfer.data import IMAGENET_MEAN, IMAGENET_STD
 
@@ -88,6 +88,14 @@ class ClassificationData:
             full = image_folder(Path(data_root) / (self.train if which == "train" else self.val), transform)
         indices = evenly_spaced(len(full), limit)
         return full if len(indices) == len(full) else Subset(full, indices)
+
+    def num_classes(self, data_root: Path) -> int:
+        """Number of classes, without scanning the images."""
+        if self.kind == "fmnist":
+            return len(FMNIST_CLASSES)
+        from torchvision.datasets.folder import find_classes
+
+        return len(find_classes(str(Path(data_root) / self.train))[0])
 
     def digest(self) -> str:
         """sha256 of this block: the key of feature caches built from it."""

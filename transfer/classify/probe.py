@@ -13,14 +13,22 @@ import torch.nn.functional as F
 
 
 class SwitchableProbe(nn.Module):
-    """One ``nn.Linear`` per sub-network, in the order of ``dims``."""
+    """One ``nn.Linear`` per sub-network, in the order of ``dims``.
 
-    def __init__(self, dims: Sequence[int], num_classes: int):
+    With ``feature_norm`` each linear layer reads its features through a ``BatchNorm1d`` without
+    affine parameters (MAE's linear probe): still a linear classifier at evaluation, but one
+    learning rate then suits every width, whose feature scales can differ a hundredfold.
+    """
+
+    def __init__(self, dims: Sequence[int], num_classes: int, feature_norm: bool = False):
         super().__init__()
-        self.heads = nn.ModuleList(nn.Linear(d, num_classes) for d in dims)
-        for head in self.heads:  # MoCo's linear-eval initialisation
-            nn.init.normal_(head.weight, std=0.01)
-            nn.init.zeros_(head.bias)
+        heads = []
+        for d in dims:
+            linear = nn.Linear(d, num_classes)
+            nn.init.normal_(linear.weight, std=0.01)  # MoCo's linear-eval initialisation
+            nn.init.zeros_(linear.bias)
+            heads.append(nn.Sequential(nn.BatchNorm1d(d, affine=False), linear) if feature_norm else linear)
+        self.heads = nn.ModuleList(heads)
 
     def forward(self, features: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         return [head(f) for head, f in zip(self.heads, features)]

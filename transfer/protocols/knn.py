@@ -9,9 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
-import torch
-
-from transfer.classify.data import ClassificationData, classes_of
+from transfer.classify.data import ClassificationData
 from transfer.classify.knn import knn_predict
 from transfer.classify.metrics import topk_correct
 from transfer.protocols.linear import subnet_features
@@ -47,7 +45,7 @@ class KnnProtocol(Protocol):
         p = ctx.params
         train_f, train_y = subnet_features(ctx, "train", p.batch_size, p.workers)
         val_f, val_y = subnet_features(ctx, "val", p.batch_size, p.workers)
-        num_classes = len(classes_of(ctx.dataset.split(ctx.data_root, "train", None)))
+        num_classes = ctx.dataset.num_classes(ctx.data_root)
         for spec in ctx.subnets:
             name = str(spec)
             scores = knn_predict(train_f[name].to(ctx.device), train_y, val_f[name], num_classes,

@@ -43,6 +43,7 @@ class ProbeParams:
     milestones: List[int] = field(default_factory=lambda: [60, 80])  # epochs where lr is multiplied by gamma
     gamma: float = 0.1
     distill: bool = True             # SlimCLR's soft CE from the full width for smaller sub-networks
+    feature_norm: bool = False       # BatchNorm1d without affine before each head (MAE); MoCo's recipe has none
     eval_batch_size: int = 256
     workers: int = 8
 
@@ -118,7 +119,8 @@ class LinearProtocol(Protocol):
         nets = frozen_subnets(ctx)
         train = d.split(ctx.data_root, "train", d.train_transform(p.rrc_scale))
         val = d.split(ctx.data_root, "val", d.eval_transform())
-        probe = SwitchableProbe([n.num_features for n in nets.values()], len(classes_of(train))).to(device)
+        probe = SwitchableProbe([n.num_features for n in nets.values()], len(classes_of(train)),
+                                p.feature_norm).to(device)
         model = dist.wrap_ddp(probe, device)
         opt, sched = make_optimizer(probe, p)
         sampler = DistributedSampler(train, seed=ctx.seed) if dist.world_size() > 1 else None
@@ -133,6 +135,8 @@ class LinearProtocol(Protocol):
             total, batches = 0.0, 0
             for images, targets in tqdm(loader, desc=f"linear epoch {epoch + 1}/{p.epochs}", leave=False,
                                         mininterval=5, disable=not dist.is_main()):
+                if p.feature_norm and len(targets) < 2:  # BatchNorm cannot normalise a single image
+                    continue
                 images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
                 with torch.no_grad():
                     feats = [pooled(net, images) for net in nets.values()]
@@ -171,7 +175,7 @@ def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.T
                             p: ProbeParams, teacher, device: torch.device, seed: int = 0) -> SwitchableProbe:
     """Train the switchable probe on in-memory features (one tensor per sub-network, rows aligned)."""
     torch.manual_seed(seed)  # the same probe whether the features came from the cache or were just extracted
-    probe = SwitchableProbe([f.shape[1] for f in train_feats], num_classes).to(device)
+    probe = SwitchableProbe([f.shape[1] for f in train_feats], num_classes, p.feature_norm).to(device)
     opt, sched = make_optimizer(probe, p)
     g = torch.Generator().manual_seed(seed)
     n = len(labels)
@@ -182,6 +186,8 @@ def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.T
             order = torch.randperm(n, generator=g)
             for i in range(0, n, p.batch_size):
                 idx = order[i:i + p.batch_size]
+                if p.feature_norm and len(idx) < 2:  # BatchNorm cannot normalise a single sample
+                    continue
                 feats = [f[idx].to(device).float() for f in train_feats]
                 loss = switchable_loss(probe(feats), labels[idx].to(device), teacher)
                 opt.zero_grad(set_to_none=True)
@@ -235,7 +241,7 @@ class LinearFastProtocol(Protocol):
         val_f, val_y = subnet_features(ctx, "val", p.eval_batch_size, p.workers)
         feature_time = time.perf_counter() - start
         names = [str(s) for s in ctx.subnets]
-        num_classes = len(classes_of(ctx.dataset.split(ctx.data_root, "train", None)))
+        num_classes = ctx.dataset.num_classes(ctx.data_root)
         teacher = teacher_index(ctx.subnets) if p.distill else None
         probe = train_probe_on_features([train_f[n] for n in names], train_y, num_classes, p, teacher,
                                         ctx.device, ctx.seed)
