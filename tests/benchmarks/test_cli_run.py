@@ -13,7 +13,7 @@ name: tiny-linear-fast
 description: a tiny ImageFolder suite for tests
 protocol: linear-fast
 dataset: {kind: imagefolder, resolution: 16, resize: 16}
-params: {epochs: 20, batch_size: 8, lr: 1.0, milestones: [15], workers: 0}
+params: {epochs: 20, batch_size: 8, lr: 0.5, milestones: [15], workers: 0, feature_norm: true}
 subnets: all
 """
 

@@ -52,7 +52,7 @@ def test_linear_probe_on_separable_colours(tiny):
 
 
 def test_linear_fast_caches_features_and_matches_fresh_extraction(tiny):
-    params = {"epochs": 10, "batch_size": 8, "lr": 1.0, "milestones": [8], "workers": 0}
+    params = {"epochs": 10, "batch_size": 8, "lr": 0.5, "milestones": [8], "workers": 0, "feature_norm": True}
     protocol, ctx = context(tiny, "linear-fast", params, DATA)
     res = by_key(protocol.run(ctx))
     assert res[("w1.0", "top1")] == 100.0 and res[("w0.5", "top1")] >= 90.0
