@@ -11,7 +11,6 @@ Per step (on top of ``SlimCLR``'s loop over widths)::
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..distributed import concat_all_gather

@@ -1,5 +1,4 @@
 """The trainer: exact resume, non-finite loss stop, logs, checkpoints usable by `bench`."""
-import copy
 import json
 import os
 import subprocess
