@@ -75,9 +75,12 @@ def default_db_path() -> Path:
 class ResultsStore:
     """An append-only results database; every method opens its own short-lived connection."""
 
-    def __init__(self, path: "str | os.PathLike | None" = None, retries: int = 50):
+    def __init__(self, path: "str | os.PathLike | None" = None, retries: int = 50,
+                 timeout: Optional[float] = None):
         self.path = Path(path) if path is not None else default_db_path()
         self.retries = retries
+        # how long to wait for another writer before giving up with a clear error ($SLIMBENCH_DB_TIMEOUT)
+        self.timeout = float(timeout if timeout is not None else os.environ.get("SLIMBENCH_DB_TIMEOUT", 120))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -86,14 +89,15 @@ class ResultsStore:
 
     # -- connection plumbing --------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con = sqlite3.connect(self.path, timeout=min(30.0, self.timeout), isolation_level=None)
         con.row_factory = sqlite3.Row
-        con.execute("PRAGMA busy_timeout = 30000")
+        con.execute(f"PRAGMA busy_timeout = {int(min(30.0, self.timeout) * 1000)}")
         return con
 
     def _retry(self, fn, *args):
         """Run ``fn(connection, *args)``, retrying with jittered back-off while SQLite reports busy/locked."""
         delay = 0.01
+        deadline = time.monotonic() + self.timeout
         for attempt in range(self.retries):
             try:
                 con = self._connect()
@@ -103,8 +107,11 @@ class ResultsStore:
                     con.close()
             except sqlite3.OperationalError as e:
                 text = str(e).lower()
-                if ("locked" not in text and "busy" not in text) or attempt == self.retries - 1:
+                if "locked" not in text and "busy" not in text:
                     raise StoreError(f"results store {self.path}: {e}") from None
+                if attempt == self.retries - 1 or time.monotonic() >= deadline:
+                    raise StoreError(f"results store {self.path}: {e}: waited up to "
+                                     f"{self.timeout:g} s for another writer ($SLIMBENCH_DB_TIMEOUT); nothing was written") from None
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
             except sqlite3.DatabaseError as e:
