@@ -130,6 +130,6 @@ def resolve_subnets(selection: Union[str, List[str]], checkpoint: Checkpoint) ->
             raise ConfigError(f"checkpoint {checkpoint.path}: records no desired networks; use --subnets all "
                               f"or a list such as w1.0,w0.5")
         specs = [model.check_subnet(d) for d in checkpoint.desired]
-    else:
-        specs = [model.check_subnet(s) for s in _check_selection(selection, "--subnets")]
+    else:  # a width the checkpoint does not store is allowed: protocols calibrate its BatchNorm on data
+        specs = [model.check_subnet(s, allow_any_width=True) for s in _check_selection(selection, "--subnets")]
     return list(dict.fromkeys(specs))

@@ -76,8 +76,9 @@ def test_resolve_subnets(tmp_path):
     assert [str(s) for s in resolve_subnets("all", ckpt)] == ["w1.0", "w0.5"]
     assert [str(s) for s in resolve_subnets("desired", ckpt)] == ["w0.5"]
     assert [str(s) for s in resolve_subnets("w0.5,w1.0-d1.1.1.1", ckpt)] == ["w0.5", "w1.0-d1.1.1.1"]
-    with pytest.raises(SubnetError, match="widths are 1.0, 0.5"):
-        resolve_subnets(["w0.25"], ckpt)
+    assert [str(s) for s in resolve_subnets(["w0.25"], ckpt)] == ["w0.25"]  # BN calibrated by the protocol
+    with pytest.raises(SubnetError, match="at most d2.2.2.2"):
+        resolve_subnets(["w1.0-d3.3.3.3"], ckpt)
     plain = load_checkpoint(make_checkpoint(tmp_path / "d.pt"))
     with pytest.raises(ConfigError, match="no desired networks"):
         resolve_subnets("desired", plain)

@@ -77,6 +77,23 @@ def test_knn_top1(tiny):
     assert res[("w1.0", "top1")] == 100.0 and res[("w0.5", "top1")] == 100.0
 
 
+def test_unstored_width_is_calibrated_on_training_images(tiny):
+    from pretrain.slim import calibrate_bn, extract
+    from transfer.classify.subnets import extract_subnet
+    _, ctx = context(tiny, "knn", {"k": 5, "workers": 0}, DATA)
+    net = extract_subnet(ctx, SubnetSpec(0.75))
+    assert net.num_features == 384
+    reference = extract(ctx.checkpoint, "w0.75", calib_loader=[torch.zeros(1, 3, 16, 16)])  # any stats
+    train = ctx.dataset.split(ctx.data_root, "train", ctx.dataset.eval_transform())
+    calibrate_bn(reference, [torch.stack([train[i][0] for i in range(len(train))])], 1)
+    # cumulative averages over every training image: the same statistics in any batch order
+    assert torch.allclose(net.bn1.running_mean, reference.bn1.running_mean, atol=1e-5)
+    protocol, ctx = context(tiny, "complexity", {"resolution": 32})
+    ctx.subnets = [SubnetSpec(0.75)]
+    (params, macs) = list(protocol.run(ctx))
+    assert params.value == complexity_table(ctx.checkpoint.build_model(), ["w0.75"], 32)[0][1].params
+
+
 @pytest.mark.slow
 def test_semi_fine_tunes_on_a_class_balanced_subset(tiny):
     # one batch holds every class: BatchNorm in train mode would erase a single-colour batch's colour

@@ -7,10 +7,19 @@ from typing import Iterator, Optional
 import torch.nn as nn
 
 from pretrain.checkpoint import Checkpoint
-from pretrain.complexity import measure
+from pretrain.complexity import measure, subnet_network
+from pretrain.plain_resnet import PlainResNet
 from pretrain.slim import extract
 
 from .base import Protocol, Result, RunContext, register_protocol
+
+
+def subnet_module(checkpoint: Checkpoint, spec) -> PlainResNet:
+    """The extracted sub-network; for a width without stored BN, the same architecture untrained
+    (counting and timing do not depend on the weights)."""
+    if round(spec.width, 6) in [round(float(w), 6) for w in checkpoint.widths]:
+        return extract(checkpoint, spec)
+    return subnet_network(checkpoint.build_model(), spec).eval()
 
 
 def default_resolution(checkpoint: Checkpoint) -> int:
@@ -50,7 +59,7 @@ class ComplexityProtocol(Protocol):
         resolution = p.resolution or default_resolution(ctx.checkpoint)
         ctx.info.update(resolution=resolution, num_classes=p.num_classes)
         for spec in ctx.subnets:
-            net = extract(ctx.checkpoint, spec)
+            net = subnet_module(ctx.checkpoint, spec)
             if p.num_classes:
                 net.fc = nn.Linear(net.num_features, p.num_classes)
             c = measure(net, resolution)

@@ -13,10 +13,9 @@ from typing import Callable, Iterator, Literal, Optional
 
 import torch
 
-from pretrain.slim import extract
 
 from .base import Protocol, Result, RunContext, register_protocol
-from .complexity import NoData, default_resolution
+from .complexity import NoData, default_resolution, subnet_module
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ class LatencyProtocol(Protocol):
                         channels_last=p.channels_last, batch_size=p.batch_size, resolution=res,
                         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
         for spec in ctx.subnets:
-            net = extract(ctx.checkpoint, spec, device=device).to(dtype=dtype, memory_format=fmt).eval()
+            net = subnet_module(ctx.checkpoint, spec).to(device=device, dtype=dtype, memory_format=fmt).eval()
             one = torch.randn(1, 3, res, res, device=device, dtype=dtype).to(memory_format=fmt)
             many = torch.randn(p.batch_size, 3, res, res, device=device,
                                dtype=dtype).to(memory_format=fmt)

@@ -19,11 +19,11 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from pretrain.slim import extract
 from transfer.classify import distributed as dist
 from transfer.classify.data import ClassificationData, classes_of
 from transfer.classify.metrics import topk_correct
 from transfer.classify.probe import SwitchableProbe, accuracy_rows, switchable_loss, teacher_index
+from transfer.classify.subnets import extract_subnet
 from transfer.features import FeatureCache, cached_features, pooled
 
 from .base import Protocol, Result, RunContext, register_protocol
@@ -76,7 +76,7 @@ def frozen_subnets(ctx: RunContext) -> Dict[str, torch.nn.Module]:
     """Every requested sub-network extracted, in eval mode, without gradients."""
     nets = {}
     for spec in ctx.subnets:
-        net = extract(ctx.checkpoint, spec, device=ctx.device).eval()
+        net = extract_subnet(ctx, spec)
         net.requires_grad_(False)
         nets[str(spec)] = net
     return nets

@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from pretrain.errors import DataError
-from pretrain.slim import extract
 from transfer.classify import distributed as dist
 from transfer.classify.data import ClassificationData, classes_of, targets_of
 from transfer.classify.metrics import topk_correct
 from transfer.classify.probe import accuracy_rows
+from transfer.classify.subnets import extract_subnet
 
 from .base import Protocol, Result, RunContext, register_protocol
 
@@ -159,7 +159,7 @@ class SemiProtocol(Protocol):
         for spec in ctx.subnets:
             start = time.perf_counter()
             torch.manual_seed(ctx.seed)
-            net = extract(ctx.checkpoint, spec)
+            net = extract_subnet(ctx, spec).cpu()
             net.fc = nn.Linear(net.num_features, num_classes)
             nn.init.normal_(net.fc.weight, std=0.01)
             nn.init.zeros_(net.fc.bias)

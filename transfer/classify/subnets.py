@@ -1,0 +1,31 @@
+"""Sub-networks for classification protocols, including widths the checkpoint does not store.
+
+A stored width is extracted with its own BatchNorm; any other width gets fresh BN statistics
+calibrated on the suite's own training images (center crops, a seeded shuffle), as US-Nets do.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from pretrain.plain_resnet import PlainResNet
+from pretrain.slim import extract
+from pretrain.spec import SubnetSpec
+
+CALIB_BATCHES = 50
+CALIB_BATCH_SIZE = 64
+
+
+def is_stored(ctx, spec: SubnetSpec) -> bool:
+    """True when the checkpoint holds BatchNorm statistics for this width."""
+    return round(spec.width, 6) in [round(float(w), 6) for w in ctx.checkpoint.widths]
+
+
+def extract_subnet(ctx, spec: SubnetSpec) -> PlainResNet:
+    """``extract`` on ``ctx.device`` in eval mode, calibrating BN on training images for an unstored width."""
+    loader = None
+    if not is_stored(ctx, spec):
+        train = ctx.dataset.split(ctx.data_root, "train", ctx.dataset.eval_transform())
+        loader = DataLoader(train, batch_size=CALIB_BATCH_SIZE, shuffle=True,
+                            generator=torch.Generator().manual_seed(ctx.seed))
+    return extract(ctx.checkpoint, spec, calib_loader=loader, calib_batches=CALIB_BATCHES, device=ctx.device).eval()
