@@ -114,34 +114,39 @@ def run_suite(suite: Suite, checkpoint_path: Union[str, Path], store: ResultsSto
                      suite.name, checkpoint_path, done["run_id"], done["ended_at"])
             return RunOutcome(done["run_id"], True, [Result(r["subnet"], r["metric"], r["value"])
                                                      for r in store.rows(done["run_id"])])
+    # Signal handlers go in before the run row exists, and everything after it is inside the try:
+    # a SIGTERM at any moment marks the run failed; only SIGKILL can leave it 'running'.
     main = dist.is_main()
     suite_json = suite.to_dict(specs)
     run_id = None
-    if main:
-        run_id = store.start_run(suite=suite.name, suite_digest=suite_digest, suite_json=suite_json,
-                                 protocol=suite.protocol, checkpoint_digest=ckpt_digest,
-                                 checkpoint_path=str(Path(checkpoint_path).resolve()),
-                                 checkpoint_method=ckpt.method, checkpoint_widths=ckpt.widths,
-                                 code_version=code_version(), device=str(device))
-    out_dir = out_root / suite.name / (run_id or f"rank{dist.rank()}")
-    ctx = RunContext(suite_name=suite.name, checkpoint=ckpt, subnets=specs, params=suite.params,
-                     dataset=suite.dataset, data_root=data_root, out_dir=out_dir, device=device, seed=seed,
-                     checkpoint_digest=ckpt_digest, cache_dir=out_root / "cache" / "features")
     results: List[Result] = []
+    out_dir = out_root / suite.name / f"rank{dist.rank()}"
     start = time.perf_counter()
-    with interruptible(), run_log(out_dir / "run.log"):
-        log.info("run %s: suite %s (%s) on %s [%s], sub-networks %s, device %s", run_id, suite.name,
-                 suite.protocol, checkpoint_path, ckpt_digest[:12], ", ".join(map(str, specs)), device)
+    with interruptible():
         if main:
-            atomic_write_bytes(out_dir / "suite.yaml", yaml.safe_dump(suite_json, sort_keys=False).encode())
+            run_id = store.start_run(suite=suite.name, suite_digest=suite_digest, suite_json=suite_json,
+                                     protocol=suite.protocol, checkpoint_digest=ckpt_digest,
+                                     checkpoint_path=str(Path(checkpoint_path).resolve()),
+                                     checkpoint_method=ckpt.method, checkpoint_widths=ckpt.widths,
+                                     code_version=code_version(), device=str(device))
+            out_dir = out_root / suite.name / run_id
+        ctx = None
         try:
-            for result in protocol.run(ctx):
-                results.append(result)
+            ctx = RunContext(suite_name=suite.name, checkpoint=ckpt, subnets=specs, params=suite.params,
+                             dataset=suite.dataset, data_root=data_root, out_dir=out_dir, device=device,
+                             seed=seed, checkpoint_digest=ckpt_digest, cache_dir=out_root / "cache" / "features")
+            with run_log(out_dir / "run.log"):
+                log.info("run %s: suite %s (%s) on %s [%s], sub-networks %s, device %s", run_id, suite.name,
+                         suite.protocol, checkpoint_path, ckpt_digest[:12], ", ".join(map(str, specs)), device)
                 if main:
-                    store.add_results(run_id, [(result.subnet, result.metric, result.value)])
+                    atomic_write_bytes(out_dir / "suite.yaml", yaml.safe_dump(suite_json, sort_keys=False).encode())
+                for result in protocol.run(ctx):
+                    results.append(result)
+                    if main:
+                        store.add_results(run_id, [(result.subnet, result.metric, result.value)])
         except BaseException as e:
-            if main:
-                store.fail_run(run_id, f"{type(e).__name__}: {e}".splitlines()[0], ctx.info)
+            if run_id is not None:
+                store.fail_run(run_id, f"{type(e).__name__}: {e}".splitlines()[0], ctx.info if ctx else None)
                 log.error("run %s failed after %.1f s: %s", run_id, time.perf_counter() - start, e)
             raise
         if main:
