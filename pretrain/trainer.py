@@ -271,11 +271,12 @@ class Trainer:
         """Train until the schedule ends or ``run.max_steps``; returns the run's result."""
         info = init_from_env()
         r = self.recipe
+        # Every rank checks (the run folder is on a shared file system), so all stop together.
+        if not self.resume and (self.out / STATE_FILE).exists():
+            raise TrainingError(f"{self.out} already holds a run ({STATE_FILE}); pass --resume to continue "
+                                f"it or choose another --out")
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            if not self.resume and (self.out / STATE_FILE).exists():
-                raise TrainingError(f"{self.out} already holds a run ({STATE_FILE}); pass --resume to continue "
-                                    f"it or choose another --out")
         with _deterministic(r.run.deterministic):
             self._setup(info)
             self.last_saved: Optional[int] = None
