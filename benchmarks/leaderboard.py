@@ -43,7 +43,10 @@ def _subnet_order(name: str) -> Tuple:
 
 def checkpoint_label(row: Mapping[str, Any]) -> str:
     """``file-stem@digest-prefix``: readable, and distinct for different files of one name."""
-    return f"{Path(row['checkpoint_path']).stem}@{row['checkpoint_digest'][:8]}"
+    path = Path(row["checkpoint_path"])
+    # run folders hold `checkpoint.pt`: the folder names the run (e.g. demo-dspnet)
+    name = path.parent.name if path.stem == "checkpoint" and path.parent.name else path.stem
+    return f"{name}@{row['checkpoint_digest'][:8]}"
 
 
 def build(rows: Iterable[Mapping[str, Any]], suites: Optional[Sequence[str]] = None) -> Board:

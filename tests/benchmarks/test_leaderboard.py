@@ -95,3 +95,11 @@ def test_no_plot_without_sizes():
     board = build([r for r in ROWS if r["protocol"] != "complexity"])
     text, png = render(board, "html")
     assert png is None and "No plot" in text and to_html(board).count("<tr>") == 1 + 3
+
+
+def test_run_folder_checkpoints_are_labelled_by_their_folder():
+    from benchmarks.leaderboard import checkpoint_label
+
+    assert checkpoint_label({"checkpoint_path": "/r/pretrain/demo-dspnet/checkpoint.pt",
+                             "checkpoint_digest": "f4b44cb0aa"}) == "demo-dspnet@f4b44cb0"
+    assert checkpoint_label({"checkpoint_path": "/r/r50.pt", "checkpoint_digest": "0123456789"}) == "r50@01234567"
