@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.cli import main
 from benchmarks.store import ResultsStore
-from tests.transfer.tiny_data import make_checkpoint, make_image_folder
+from tests.transfer.conftest import make_checkpoint, make_image_folder
 
 TINY_SUITE = """\
 name: tiny-linear-fast

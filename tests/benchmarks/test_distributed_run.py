@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.store import ResultsStore
-from tests.transfer.tiny_data import make_checkpoint, make_image_folder
+from tests.transfer.conftest import make_checkpoint, make_image_folder
 
 SUITE = """\
 name: tiny-linear

@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.leaderboard import build
 from benchmarks.store import ResultsStore, StoreError
-from tests.transfer.tiny_data import make_checkpoint
+from tests.transfer.conftest import make_checkpoint
 
 RUN = dict(suite="s", suite_digest="d" * 64, suite_json={"a": 1}, protocol="knn", checkpoint_digest="c" * 64,
            checkpoint_path="/x/c.pt", checkpoint_method="random", checkpoint_widths=[1.0, 0.5],

@@ -5,7 +5,7 @@ from benchmarks.suites import load_suite, resolve_subnets, suite_paths
 from pretrain.checkpoint import load_checkpoint
 from pretrain.errors import ConfigError, DataError
 from pretrain.spec import SubnetError, SubnetSpec
-from tests.transfer.tiny_data import make_checkpoint
+from tests.transfer.conftest import make_checkpoint
 
 SHIPPED = {"imagenet-linear", "imagenet-linear-fast", "imagenet-semi-1pct", "imagenet-semi-10pct", "imagenet-knn",
            "complexity", "latency", "fmnist-linear", "fmnist-linear-fast", "fmnist-knn", "fmnist-semi-10pct"}

@@ -12,7 +12,7 @@ from benchmarks.store import ResultsStore
 from benchmarks.suites import SUITES_DIR, load_suite
 from pretrain.errors import SlimBenchError
 from pretrain.recipe import load_recipe
-from tests.reliability.helpers import bench
+from tests.reliability.conftest import bench
 
 RECIPES_DIR = SUITES_DIR.parent / "pretrain"
 

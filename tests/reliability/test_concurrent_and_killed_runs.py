@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.leaderboard import build
 from benchmarks.store import ResultsStore
-from tests.reliability.helpers import bench, db_statuses, kill, start_bench, wait_until
+from tests.reliability.conftest import bench, db_statuses, kill, start_bench, wait_until
 
 
 @pytest.fixture(scope="module")

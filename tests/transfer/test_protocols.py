@@ -14,7 +14,7 @@ from transfer.features import FeatureCache, cached_features, extract_features
 from transfer.protocols.base import RunContext, get_protocol
 from transfer.protocols.semi import label_subset
 
-from .tiny_data import make_checkpoint, make_image_folder
+from .conftest import make_checkpoint, make_image_folder
 
 SUBNETS = [SubnetSpec(1.0), SubnetSpec(0.5)]
 

@@ -1,4 +1,4 @@
-"""Subprocess helpers for the reliability suite: real `bench` processes, killed for real."""
+"""Shared helpers for the reliability suite: real `bench` processes, killed for real."""
 import os
 import signal
 import sqlite3
