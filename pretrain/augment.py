@@ -6,7 +6,8 @@
   p 0 / 0.2 (BYOL, MoCo v3, DSPNet).
 
 The blur kernel is about a tenth of the image size (23 px at 224, as the PIL blur of MoCo
-amounts to), with sigma drawn from [0.1, 2.0].
+amounts to), with sigma drawn from [0.1, 2.0]. ``blur=False`` drops it, as SimCLR does for
+CIFAR-sized images: at 28 px a 3 px blur erases the detail that tells the classes apart.
 """
 from __future__ import annotations
 
@@ -40,14 +41,15 @@ def _view(image_size: int, crop_scale: Sequence[float], jitter: Tuple[float, flo
     return T.Compose(ops)
 
 
-def two_view_transforms(kind: str, image_size: int,
-                        crop_scale: Sequence[float] = (0.2, 1.0)) -> Tuple[Callable, Callable]:
+def two_view_transforms(kind: str, image_size: int, crop_scale: Sequence[float] = (0.2, 1.0),
+                        blur: bool = True) -> Tuple[Callable, Callable]:
     """The (first view, second view) transforms of augmentation ``kind`` at ``image_size`` pixels."""
+    on = 1.0 if blur else 0.0
     if kind == "mocov2":
-        view = _view(image_size, crop_scale, (0.4, 0.4, 0.4, 0.1), blur_p=0.5, solarize_p=0.0)
+        view = _view(image_size, crop_scale, (0.4, 0.4, 0.4, 0.1), blur_p=0.5 * on, solarize_p=0.0)
         return view, view
     if kind == "byol":
         jitter = (0.4, 0.4, 0.2, 0.1)
-        return (_view(image_size, crop_scale, jitter, blur_p=1.0, solarize_p=0.0),
-                _view(image_size, crop_scale, jitter, blur_p=0.1, solarize_p=0.2))
+        return (_view(image_size, crop_scale, jitter, blur_p=1.0 * on, solarize_p=0.0),
+                _view(image_size, crop_scale, jitter, blur_p=0.1 * on, solarize_p=0.2))
     raise ValueError(f"unknown augmentation {kind!r}; expected one of {', '.join(AUGMENTATIONS)}")

@@ -80,6 +80,31 @@ def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+@torch.no_grad()
+def batch_shuffle(x: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
+    """MoCo's shuffle: this rank's share of a random permutation of the global batch, and the inverse.
+
+    The permutation is drawn on rank 0 and broadcast, so every rank agrees; each rank must hold
+    the same number of samples (the sampler drops the last uneven batch).
+    """
+    gathered = concat_all_gather(x)
+    perm = torch.randperm(gathered.shape[0], device=x.device)
+    if is_initialized():
+        dist.broadcast(perm, src=0)
+    return gathered[perm.view(world_size(), -1)[rank()]], torch.argsort(perm)
+
+
+@torch.no_grad()
+def batch_unshuffle(x: torch.Tensor, unshuffle: torch.Tensor) -> torch.Tensor:
+    """Undo ``batch_shuffle``: this rank's original samples, in their original order."""
+    return concat_all_gather(x)[unshuffle.view(world_size(), -1)[rank()]]
+
+
+def world_size() -> int:
+    """Number of ranks (1 without a process group)."""
+    return dist.get_world_size() if is_initialized() else 1
+
+
 def rank() -> int:
     """This process's rank (0 without a process group)."""
     return dist.get_rank() if is_initialized() else 0

@@ -93,7 +93,7 @@ def build_loader(data, seed: int, rank: int = 0, world_size: int = 1,
     """Two-view loader of the recipe's ``data`` section and its resumable sampler."""
     if data.batch_size % world_size:
         raise ConfigError(f"data.batch_size {data.batch_size} is not divisible by the {world_size} ranks")
-    view1, view2 = two_view_transforms(data.augment, data.image_size, data.crop_scale)
+    view1, view2 = two_view_transforms(data.augment, data.image_size, data.crop_scale, data.blur)
     dataset = TwoViewDataset(build_image_dataset(data), view1, view2)
     sampler = ResumableSampler(len(dataset), data.batch_size // world_size, seed, rank, world_size)
     loader = DataLoader(dataset, batch_size=sampler.batch_per_rank, sampler=sampler, num_workers=data.workers,

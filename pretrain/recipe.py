@@ -55,11 +55,15 @@ class MoCoV2Recipe(SlimCLRRecipe):
     name: str = "slimclr-mocov2"
     queue_size: int = 65536
     proj_dims: List[int] = field(default_factory=lambda: [2048, 128])  # hidden (x width), output
+    shuffle_bn: bool = True                 # keys from a shuffled batch, so BN cannot leak the positive
+    bn_groups: int = 1                      # BN batches per rank, as if on this many GPUs (needed on one)
 
     def validate(self) -> None:
         super().validate()
         if self.queue_size < 1:
             raise ValueError(f"queue_size: expected a positive number of keys, got {self.queue_size}")
+        if self.bn_groups < 1:
+            raise ValueError(f"bn_groups: expected >= 1, got {self.bn_groups}")
         _check_dims("proj_dims", self.proj_dims)
 
 
@@ -147,6 +151,7 @@ class DataRecipe:
     image_size: int = 224
     augment: Literal["mocov2", "byol"] = "mocov2"   # byol is also MoCo v3's recipe
     crop_scale: List[float] = field(default_factory=lambda: [0.2, 1.0])
+    blur: bool = True                       # the recipe's Gaussian blur; SimCLR drops it for small images
     batch_size: int = 256                   # global batch over all ranks
     workers: int = 4                        # data loader workers per rank
     limit: Optional[int] = None             # use only the first N training images
@@ -261,6 +266,10 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
     recipe = from_dict(Recipe, data, source)
     recipe.method = from_dict(cls, method, source, prefix="method.")
     _check_subnets(recipe, source)
+    groups = getattr(recipe.method, "bn_groups", 1)
+    if recipe.data.batch_size % groups or recipe.data.batch_size < 2 * groups:
+        raise ConfigError(f"{source}: key 'method.bn_groups': expected a divisor of data.batch_size="
+                          f"{recipe.data.batch_size} leaving at least 2 images per BN batch, got {groups}")
     return recipe
 
 

@@ -2,18 +2,23 @@
 
 Per step (on top of ``SlimCLR``'s loop over widths)::
 
-    k         = normalize(key_head(key_encoder(view2)))           # full width, no gradient
+    k         = normalize(key_head(key_encoder(shuffle(view2))))  # full width, no gradient; unshuffled
     q_w       = normalize(head_w(encoder_w(view1)))
     logits_w  = [q_w . k, q_w . queue] / T                        # positive at index 0
     enqueue(all_gather(k))                                        # keys of every rank
     key_encoder, key_head <- m * key + (1 - m) * query            # after the optimizer step
+
+Shuffling BN (MoCo, section 3.3): BatchNorm statistics of a batch carry a signature that lets a
+query find its positive key computed in "the same" batch, a shortcut that lowers the loss and
+hurts the features. MoCo computes keys on a batch shuffled across GPUs. ``bn_groups`` splits each
+rank's batch into that many BN batches (as on that many GPUs), so the shuffle works on one process.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..distributed import concat_all_gather
+from ..distributed import batch_shuffle, batch_unshuffle, concat_all_gather
 from ..slim_ops import SlimMLP
 from ..spec import SubnetSpec
 from .base import frozen_copy, register_method
@@ -38,10 +43,23 @@ class SlimCLRMoCoV2(SlimCLR):
     def online_and_target(self):
         return [(self.encoder, self.key_encoder), (self.head, self.key_head)]
 
+    def _grouped(self, encoder, head, x):
+        """``head(encoder(x))`` with BatchNorm statistics per group of ``bn_groups`` (equal chunks of ``x``)."""
+        groups = self.cfg.bn_groups
+        if x.shape[0] % groups or x.shape[0] < 2 * groups:
+            raise ValueError(f"method.bn_groups={groups} does not split this rank's batch of {x.shape[0]} "
+                             f"images into BN batches of at least 2")
+        return torch.cat([head(encoder(chunk)) for chunk in x.chunk(groups)])
+
     @torch.no_grad()
     def compute_keys(self, view1, view2):
         self.key_head.set_width_index(0)
-        k = F.normalize(self.key_head(self.key_encoder(view2)), dim=1)
+        if self.cfg.shuffle_bn:
+            shuffled, unshuffle = batch_shuffle(view2)
+            k = batch_unshuffle(self._grouped(self.key_encoder, self.key_head, shuffled), unshuffle)
+        else:
+            k = self._grouped(self.key_encoder, self.key_head, view2)
+        k = F.normalize(k, dim=1)
         # Clone the queue: it is updated in place after the logits that use it are built.
         return k, self.queue.clone()
 
@@ -49,7 +67,7 @@ class SlimCLRMoCoV2(SlimCLR):
         k, queue = keys
         self.encoder.set_subnet(SubnetSpec(self.widths[index]))
         self.head.set_width_index(index)
-        q = F.normalize(self.head(self.encoder(view1)), dim=1)
+        q = F.normalize(self._grouped(self.encoder, self.head, view1), dim=1)
         pos = (q * k).sum(dim=1, keepdim=True)
         neg = q @ queue.to(q.dtype)
         logits = torch.cat([pos, neg], dim=1) / self.cfg.temperature

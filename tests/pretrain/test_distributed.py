@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pretrain.distributed import all_reduce_mean, concat_all_gather, init_from_env, shutdown
+from pretrain.distributed import (all_reduce_mean, batch_shuffle, batch_unshuffle, concat_all_gather,
+                                  init_from_env, shutdown)
 from pretrain.recipe import parse_recipe
 from pretrain.trainer import Trainer
 from tests.pretrain.test_trainer import tiny_recipe_dict
@@ -20,6 +21,10 @@ def test_single_process_helpers_are_identity():
     assert torch.equal(all_reduce_mean(x), x)
     info = init_from_env()
     assert (info.rank, info.world_size, info.is_main, info.distributed) == (0, 1, True, False)
+    torch.manual_seed(0)
+    shuffled, unshuffle = batch_shuffle(torch.arange(8.0))
+    assert not torch.equal(shuffled, torch.arange(8.0)) and sorted(shuffled.tolist()) == list(range(8))
+    assert torch.equal(batch_unshuffle(shuffled, unshuffle), torch.arange(8.0))
 
 
 def _free_port() -> int:
@@ -36,11 +41,17 @@ def _worker(rank: int, port: int, out: str) -> None:
     info = init_from_env()
     gathered = concat_all_gather(torch.full((2, 3), float(info.rank)))
     mean = all_reduce_mean(torch.tensor(float(info.rank)))
-    results = {"gathered": gathered, "mean": mean}
+    torch.manual_seed(rank)   # different RNG per rank: the permutation must still be rank 0's
+    mine = torch.arange(4.0) + 4 * rank
+    shuffled, unshuffle = batch_shuffle(mine)
+    results = {"gathered": gathered, "mean": mean, "shuffled": shuffled,
+               "unshuffled": batch_unshuffle(shuffled, unshuffle), "mine": mine}
     for name in ("slimclr-mocov2", "slimclr-mocov3"):
         data = tiny_recipe_dict(name, max_steps=3, checkpoint_every=10)
         data["data"]["batch_size"] = 8          # global batch: 4 images per rank
         data["model"]["sync_bn"] = True         # falls back to per-rank BN on CPU, with a warning
+        if name == "slimclr-mocov2":
+            data["method"]["bn_groups"] = 2     # shuffled keys across ranks and BN batches of 2
         trainer = Trainer(parse_recipe(data, "tiny"), os.path.join(out, name), progress=False)
         trainer.run()
         results[name] = {k: v.clone() for k, v in trainer.method.state_dict().items()}
@@ -55,6 +66,10 @@ def test_two_gloo_processes_share_queue_and_weights(tmp_path):
     expected = torch.cat([torch.zeros(2, 3), torch.ones(2, 3)])
     assert torch.equal(r0["gathered"], expected) and torch.equal(r1["gathered"], expected)
     assert r0["mean"].item() == r1["mean"].item() == 0.5
+    # The shuffle deals the global batch of 8 out across both ranks, and unshuffling gives each its own back.
+    assert sorted(torch.cat([r0["shuffled"], r1["shuffled"]]).tolist()) == list(range(8))
+    assert not torch.equal(r0["shuffled"], r0["mine"])
+    assert all(torch.equal(r["unshuffled"], r["mine"]) for r in (r0, r1))
     for name in ("slimclr-mocov2", "slimclr-mocov3"):
         a, b = r0[name], r1[name]
         # Gradients are averaged across ranks, so different data still leaves identical weights

@@ -102,6 +102,32 @@ def test_mocov2_logits_reference():
     assert terms["w1.0/infonce"].item() == pytest.approx(expected.item(), rel=1e-4)
 
 
+def test_mocov2_shuffle_bn_reference():
+    """Keys come from BN batches of a shuffled batch, queries from BN batches in order (MoCo's Shuffling BN)."""
+    method = make("slimclr-mocov2", widths=(1.0,), bn_groups=2)
+    v1, v2 = views(n=8)
+    queue = method.queue.clone()
+
+    def grouped(encoder, head, x):
+        return torch.cat([head(encoder(c)) for c in x.chunk(2)])
+
+    torch.manual_seed(5)
+    perm = torch.randperm(8)
+    with torch.no_grad():
+        k = F.normalize(grouped(method.key_encoder, method.key_head, v2[perm]), dim=1)[torch.argsort(perm)]
+        q = F.normalize(grouped(method.encoder, method.head, v1), dim=1)
+        whole = F.normalize(method.key_head(method.key_encoder(v2)), dim=1)
+    assert not torch.allclose(k, whole, atol=1e-3)   # the groups' BN statistics differ from the batch's
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue], dim=1) / 0.2
+    torch.manual_seed(5)
+    _, terms = method(v1, v2, CTX)
+    assert terms["w1.0/infonce"].item() == pytest.approx(F.cross_entropy(logits, torch.zeros(8, dtype=torch.long)).item(),
+                                                         rel=1e-4)
+    assert torch.allclose(method.queue[:, :8], k.T, atol=1e-5)
+    with pytest.raises(ValueError, match="bn_groups=2 does not split"):
+        method(*views(n=3), CTX)
+
+
 def test_mocov3_symmetric_loss_reference():
     method = make("slimclr-mocov3", widths=(1.0,))
     v1, v2 = views()

@@ -70,6 +70,8 @@ def write(tmp_path, data):
     ({"method": {"name": "dspnet-byol", "depths": [[4, 2, 2, 2]]}}, "method.depths[0]"),
     ({"method": {"name": "slimclr-mocov2"}, "data": {"dataset": "imagefolder"}}, "root"),
     ({"method": {"name": "slimclr-mocov2"}, "epochs": 3}, "epochs"),
+    ({"method": {"name": "slimclr-mocov2", "bn_groups": 3}, "data": {"dataset": "fashion-mnist", "batch_size": 32}},
+     "method.bn_groups"),
 ])
 def test_bad_recipes_name_the_file_and_the_key(tmp_path, data, key):
     data.setdefault("data", {"dataset": "fashion-mnist"})
