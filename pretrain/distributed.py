@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -81,14 +82,14 @@ def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def batch_shuffle(x: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
+def batch_shuffle(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> "tuple[torch.Tensor, torch.Tensor]":
     """MoCo's shuffle: this rank's share of a random permutation of the global batch, and the inverse.
 
-    The permutation is drawn on rank 0 and broadcast, so every rank agrees; each rank must hold
-    the same number of samples (the sampler drops the last uneven batch).
+    The permutation is drawn on rank 0 (from ``generator``, a CPU generator) and broadcast, so every
+    rank agrees; each rank must hold the same number of samples (the sampler drops the last uneven batch).
     """
     gathered = concat_all_gather(x)
-    perm = torch.randperm(gathered.shape[0], device=x.device)
+    perm = torch.randperm(gathered.shape[0], generator=generator).to(x.device)
     if is_initialized():
         dist.broadcast(perm, src=0)
     return gathered[perm.view(world_size(), -1)[rank()]], torch.argsort(perm)

@@ -39,6 +39,8 @@ class SlimCLRMoCoV2(SlimCLR):
         dim = method_recipe.proj_dims[-1]
         self.register_buffer("queue", F.normalize(torch.randn(dim, method_recipe.queue_size), dim=0))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        # Its own generator (saved with the state dict): a resumed run shuffles exactly as an uninterrupted one.
+        self.shuffle_generator = torch.Generator().manual_seed(seed)
 
     def online_and_target(self):
         return [(self.encoder, self.key_encoder), (self.head, self.key_head)]
@@ -55,7 +57,7 @@ class SlimCLRMoCoV2(SlimCLR):
     def compute_keys(self, view1, view2):
         self.key_head.set_width_index(0)
         if self.cfg.shuffle_bn:
-            shuffled, unshuffle = batch_shuffle(view2)
+            shuffled, unshuffle = batch_shuffle(view2, self.shuffle_generator)
             k = batch_unshuffle(self._grouped(self.key_encoder, self.key_head, shuffled), unshuffle)
         else:
             k = self._grouped(self.key_encoder, self.key_head, view2)
@@ -81,3 +83,9 @@ class SlimCLRMoCoV2(SlimCLR):
         idx = (self.queue_ptr + torch.arange(k.shape[0], device=k.device)) % size
         self.queue[:, idx] = k.T
         self.queue_ptr.copy_((self.queue_ptr + k.shape[0]) % size)
+
+    def get_extra_state(self):
+        return {"shuffle_generator": self.shuffle_generator.get_state()}
+
+    def set_extra_state(self, state) -> None:
+        self.shuffle_generator.set_state(state["shuffle_generator"])

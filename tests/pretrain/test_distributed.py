@@ -54,7 +54,7 @@ def _worker(rank: int, port: int, out: str) -> None:
             data["method"]["bn_groups"] = 2     # shuffled keys across ranks and BN batches of 2
         trainer = Trainer(parse_recipe(data, "tiny"), os.path.join(out, name), progress=False)
         trainer.run()
-        results[name] = {k: v.clone() for k, v in trainer.method.state_dict().items()}
+        results[name] = {k: v.clone() for k, v in trainer.method.state_dict().items() if torch.is_tensor(v)}
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     shutdown()
 
