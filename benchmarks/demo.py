@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import List, Sequence
 
 import torch
+import yaml
 
-from pretrain.checkpoint import Checkpoint, atomic_write_bytes, save_checkpoint
+from pretrain.checkpoint import Checkpoint, atomic_write_bytes, file_digest, save_checkpoint
 from pretrain.datasets import find_fmnist
 from pretrain.errors import SlimBenchError
 from pretrain.recipe import load_recipe
@@ -60,11 +61,20 @@ class DemoPaths:
 
 def pretrain_demo(name: str, paths: DemoPaths) -> Path:
     """Pretrain (or resume, or reuse) one demo recipe; returns its checkpoint path."""
-    from pretrain.trainer import STATE_FILE, train
+    from pretrain.trainer import RECIPE_FILE, STATE_FILE, recipe_changes, train
 
     recipe = load_recipe(REPO / "configs" / "pretrain" / f"{name}.yaml", [f"data.root={paths.data}"])
     out = paths.runs / "pretrain" / name
     resume = (out / STATE_FILE).exists()
+    if resume and (out / RECIPE_FILE).is_file():
+        changed = recipe_changes(yaml.safe_load((out / RECIPE_FILE).read_text()) or {}, recipe)
+        if changed:
+            # The shipped recipe changed since this run (a newer checkout): keep the old run, start anew.
+            kept = out.with_name(f"{name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
+            out.rename(kept)
+            log.warning("demo: %s changed since the run in %s (%s); that run is kept as %s and %s "
+                        "pretrains again", name, out, "; ".join(changed[:3]), kept, name)
+            resume = False
     log.info("demo: %s pretraining %s in %s", "resuming" if resume else "starting", name, out)
     return train(recipe, out, resume=resume).checkpoint
 
@@ -109,7 +119,9 @@ def run_demo(paths: DemoPaths, recipes: Sequence[str] = DEMO_RECIPES, suites: Se
             log.info("demo: suite %s on %s", suite_name, ckpt)
             run_suite_process(suite_name, ckpt, paths)
     store = ResultsStore(paths.db)
-    board = build(store.rows())
+    # Only this demo's checkpoints: the database also keeps runs of superseded demo checkpoints.
+    digests = {file_digest(c) for c in checkpoints}
+    board = build(r for r in store.rows() if r["checkpoint_digest"] in digests)
     png = plot_png(board)
     markdown = to_markdown(board)
     atomic_write_bytes(paths.markdown, markdown.encode())

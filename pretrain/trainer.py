@@ -21,7 +21,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -99,6 +99,13 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def recipe_changes(old_recipe: Dict[str, Any], recipe: Recipe) -> List[str]:
+    """``key: old -> new`` for every recipe key that a resumed run may not change."""
+    old, new = _flatten(old_recipe), _flatten(recipe_dict(recipe))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
+
+
 def load_train_state(out: Path, recipe: Recipe) -> Dict[str, Any]:
     """Read a run folder's own training state and check the recipe still describes that run."""
     path = Path(out) / STATE_FILE
@@ -113,10 +120,9 @@ def load_train_state(out: Path, recipe: Recipe) -> Dict[str, Any]:
         raise TrainingError(f"--resume: {path} cannot be read ({type(e).__name__}: {e})".splitlines()[0]) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise TrainingError(f"--resume: {path} is not a SlimBench training state")
-    old, new = _flatten(state["recipe"]), _flatten(recipe_dict(recipe))
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    changed = recipe_changes(state["recipe"], recipe)
     if changed:
-        diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        diffs = "; ".join(changed[:5])
         raise TrainingError(f"--resume: the recipe differs from the run in {out} ({diffs}); only "
                             f"{', '.join(RESUMABLE_CHANGES)} may change when resuming")
     return state

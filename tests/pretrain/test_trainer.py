@@ -122,3 +122,13 @@ def test_bench_pretrain_cli_runs_and_resumes(tmp_path):
     ckpt = load_checkpoint(out / CHECKPOINT_FILE)
     assert ckpt.extra["steps"] == 4 and ckpt.method == "dspnet-byol"
     assert ckpt.desired == ["w0.5-d1.1.1.1"]   # `bench list subnets` shows it first
+
+
+def test_recipe_changes_name_the_keys_a_resume_may_not_change():
+    from pretrain.trainer import recipe_changes, recipe_dict
+    old = recipe_dict(tiny())
+    assert recipe_changes(old, tiny(max_steps=5, log_every=3)) == []   # resumable keys
+    data = tiny_recipe_dict()
+    data["optim"]["lr"] = 0.1
+    del old["data"]["blur"]                                            # a run from before the key existed
+    assert recipe_changes(old, parse_recipe(data, "tiny")) == ["data.blur: None -> True", "optim.lr: 0.05 -> 0.1"]
