@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..distributed import batch_shuffle, batch_unshuffle, concat_all_gather
+from ..distributed import batch_shuffle, batch_unshuffle, concat_all_gather, world_size
 from ..slim_ops import SlimMLP
 from ..spec import SubnetSpec
 from .base import frozen_copy, register_method
@@ -51,12 +51,15 @@ class SlimCLRMoCoV2(SlimCLR):
         if x.shape[0] % groups or x.shape[0] < 2 * groups:
             raise ValueError(f"method.bn_groups={groups} does not split this rank's batch of {x.shape[0]} "
                              f"images into BN batches of at least 2")
+        if groups == 1:
+            return head(encoder(x))
         return torch.cat([head(encoder(chunk)) for chunk in x.chunk(groups)])
 
     @torch.no_grad()
     def compute_keys(self, view1, view2):
         self.key_head.set_width_index(0)
-        if self.cfg.shuffle_bn:
+        # One BN batch in one process: a permutation cannot change its statistics, so skip it.
+        if self.cfg.shuffle_bn and world_size() * self.cfg.bn_groups > 1:
             shuffled, unshuffle = batch_shuffle(view2, self.shuffle_generator)
             k = batch_unshuffle(self._grouped(self.key_encoder, self.key_head, shuffled), unshuffle)
         else:
