@@ -7,27 +7,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, List, Optional
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 
-def param_groups(module: nn.Module, weight_decay: float, exclude_bn_bias: bool) -> List[dict]:
-    """Trainable parameters in two groups: with weight decay, and BN/bias without it when asked.
+def param_groups(module: nn.Module, weight_decay: float, exclude_bn_bias: bool,
+                 lr_scale: Optional[Mapping[str, float]] = None) -> List[dict]:
+    """Trainable parameters grouped by weight decay (BN/bias excluded when asked) and lr multiplier.
 
     A parameter with one dimension is a BatchNorm affine or a bias. The excluded group is also
-    skipped by LARS's trust-ratio scaling, as in MoCo v3 and BYOL.
+    skipped by LARS's trust-ratio scaling, as in MoCo v3 and BYOL. ``lr_scale`` maps a child
+    module of ``module`` (e.g. ``predictor``) to a multiplier of the scheduled lr, which
+    ``set_lr`` applies through each group's ``lr_scale``.
     """
-    decay, no_decay = [], []
-    for p in module.parameters():
+    lr_scale = dict(lr_scale or {})
+    children = {name for name, _ in module.named_children()}
+    unknown = sorted(set(lr_scale) - children)
+    if unknown:
+        raise ValueError(f"lr_scale: {type(module).__name__} has no module {unknown[0]!r}; "
+                         f"expected one of {', '.join(sorted(children))}")
+    buckets: Dict[Tuple[float, bool], List[nn.Parameter]] = {}
+    for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if exclude_bn_bias and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay, "lars_adapt": True}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_adapt": False})
-    return groups
+        excluded = exclude_bn_bias and p.ndim <= 1
+        buckets.setdefault((lr_scale.get(name.split(".")[0], 1.0), excluded), []).append(p)
+    return [{"params": params, "weight_decay": 0.0 if excluded else weight_decay, "lars_adapt": not excluded,
+             "lr_scale": scale} for (scale, excluded), params in buckets.items()]
 
 
 class LARS(torch.optim.Optimizer):
@@ -69,7 +77,7 @@ class LARS(torch.optim.Optimizer):
 
 def build_optimizer(module: nn.Module, optim) -> torch.optim.Optimizer:
     """The recipe's optimizer (``optim`` is the recipe's ``optim`` section) over ``module``."""
-    groups = param_groups(module, optim.weight_decay, optim.exclude_bn_bias)
+    groups = param_groups(module, optim.weight_decay, optim.exclude_bn_bias, optim.lr_scale)
     if optim.name == "lars":
         return LARS(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
                     trust_coefficient=optim.trust_coefficient)
@@ -106,6 +114,6 @@ class LRSchedule:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's learning rate."""
+    """Set every group's learning rate to ``lr`` times the group's ``lr_scale``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

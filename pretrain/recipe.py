@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
 from .config import apply_overrides, from_dict, load_yaml, to_dict
 from .errors import ConfigError
@@ -23,6 +23,7 @@ from .spec import SubnetError, SubnetSpec, check_contained
 class SlimCLRRecipe:
     """Keys shared by both SlimCLR variants: slow start, online distillation, loss re-weighting."""
 
+    modules: ClassVar[Tuple[str, ...]] = ("encoder", "head")   # trainable modules (optim.lr_scale keys)
     name: str = "slimclr-mocov2"
     temperature: float = 0.2
     momentum: float = 0.999                 # key encoder EMA momentum (start value when cosine)
@@ -71,6 +72,7 @@ class MoCoV2Recipe(SlimCLRRecipe):
 class MoCoV3Recipe(SlimCLRRecipe):
     """SlimCLR-MoCo v3: no queue, slimmable projector and predictor, symmetric loss."""
 
+    modules: ClassVar[Tuple[str, ...]] = ("encoder", "projector", "predictor")
     name: str = "slimclr-mocov3"
     temperature: float = 1.0
     momentum: float = 0.99
@@ -94,6 +96,7 @@ class MoCoV3Recipe(SlimCLRRecipe):
 class BYOLRecipe:
     """DSPNet (BYOL): EMA target of the full network, sampled sub-networks over width x depth."""
 
+    modules: ClassVar[Tuple[str, ...]] = ("encoder", "projector", "predictor")   # optim.lr_scale keys
     name: str = "dspnet-byol"
     momentum: float = 0.996
     momentum_schedule: Literal["constant", "cosine"] = "cosine"
@@ -181,10 +184,14 @@ class OptimRecipe:
     min_lr: float = 0.0
     grad_clip: Optional[float] = None       # max global gradient norm
     trust_coefficient: float = 0.001        # LARS eta
+    lr_scale: Dict[str, float] = field(default_factory=dict)   # lr multiplier per module, e.g. {predictor: 10}
 
     def validate(self) -> None:
         if self.lr <= 0:
             raise ValueError(f"lr: expected a positive value, got {self.lr}")
+        for module, scale in self.lr_scale.items():
+            if scale <= 0:
+                raise ValueError(f"lr_scale.{module}: expected a positive multiplier, got {scale}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.min_lr < 0:
             raise ValueError("weight_decay, warmup_epochs and min_lr must be >= 0")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -266,6 +273,10 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
     recipe = from_dict(Recipe, data, source)
     recipe.method = from_dict(cls, method, source, prefix="method.")
     _check_subnets(recipe, source)
+    for module in recipe.optim.lr_scale:
+        if module not in recipe.method.modules:
+            raise ConfigError(f"{source}: key 'optim.lr_scale.{module}': {recipe.method.name} has no module "
+                              f"{module!r}; expected one of {', '.join(recipe.method.modules)}")
     groups = getattr(recipe.method, "bn_groups", 1)
     if recipe.data.batch_size % groups or recipe.data.batch_size < 2 * groups:
         raise ConfigError(f"{source}: key 'method.bn_groups': expected a divisor of data.batch_size="

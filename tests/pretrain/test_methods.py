@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from pretrain.losses import byol_loss
 from pretrain.methods import StepContext, build_method
 from pretrain.methods.base import cosine_momentum
-from pretrain.optim import LARS, LRSchedule, param_groups
+from pretrain.optim import LARS, LRSchedule, param_groups, set_lr
 from pretrain.recipe import parse_recipe
 from pretrain.spec import SubnetSpec
 from pretrain.trainer import build_encoder
@@ -212,6 +212,29 @@ def test_weight_decay_exclusion_and_lars_trust_ratio():
     update = torch.tensor([[1.0 + 1.5, 2.0]])
     ratio = 0.01 * 5.0 / update.norm()
     assert torch.allclose(w.detach(), torch.tensor([[3.0, 4.0]]) - 0.1 * ratio * update)
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_recipe_names_the_trainable_modules_of_each_method(name):
+    method = make(name)
+    trainable = {n for n, m in method.named_children() if any(p.requires_grad for p in m.parameters())}
+    assert trainable == set(method.cfg.modules)
+
+
+def test_lr_scale_multiplies_the_scheduled_lr_of_one_module():
+    method = make("dspnet-byol")
+    groups = param_groups(method, 1e-4, exclude_bn_bias=True, lr_scale={"predictor": 10.0})
+    optimizer = torch.optim.SGD(groups, lr=0.1)
+    set_lr(optimizer, 0.05)
+    predictor = {id(p) for p in method.predictor.parameters()}
+    for group in optimizer.param_groups:
+        in_predictor = {id(p) in predictor for p in group["params"]}
+        assert len(in_predictor) == 1                       # a group never mixes modules of different lr
+        assert group["lr"] == pytest.approx(0.5 if in_predictor.pop() else 0.05)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in method.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="no module 'head'"):
+        param_groups(method, 1e-4, exclude_bn_bias=True, lr_scale={"head": 10.0})
 
 
 def test_lr_schedule_warmup_cosine_and_slim_start_restart():

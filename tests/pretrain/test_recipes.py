@@ -72,6 +72,8 @@ def write(tmp_path, data):
     ({"method": {"name": "slimclr-mocov2"}, "epochs": 3}, "epochs"),
     ({"method": {"name": "slimclr-mocov2", "bn_groups": 3}, "data": {"dataset": "fashion-mnist", "batch_size": 32}},
      "method.bn_groups"),
+    ({"method": {"name": "slimclr-mocov2"}, "optim": {"lr_scale": {"predictor": 10}}}, "optim.lr_scale.predictor"),
+    ({"method": {"name": "dspnet-byol"}, "optim": {"lr_scale": {"predictor": 0}}}, "lr_scale.predictor"),
 ])
 def test_bad_recipes_name_the_file_and_the_key(tmp_path, data, key):
     data.setdefault("data", {"dataset": "fashion-mnist"})
