@@ -7,8 +7,8 @@ from pretrain.resnet import plan_resnet
 from pretrain.spec import SubnetSpec
 from transfer.segmentation import backbone as _registers_backbone  # noqa: F401
 from transfer.segmentation.compat import import_mmseg
-from transfer.segmentation.config import (Schedule, base_config, mmseg_resnet_fits, model_config,
-                                          runner_config)
+from transfer.segmentation.config import base_config, mmseg_resnet_fits, model_config, runner_config
+from transfer.segmentation.schedule import Schedule
 
 
 def test_fcn_width_half_resnet50(tmp_path):

@@ -11,7 +11,6 @@ complete config that MMSeg's own ``tools/train.py`` reruns.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -23,6 +22,7 @@ from pretrain.slim_ops import channels
 from pretrain.spec import SubnetSpec
 
 from .export import PREFIX
+from .schedule import Schedule
 
 BASE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "mmseg"
 # importing this module applies the compat layer and registers SlimBenchResNet (backbone.py)
@@ -106,37 +106,18 @@ def model_config(base: Config, depth: int, stem: str, spec: SubnetSpec, num_clas
     return cfg
 
 
-@dataclass
-class Schedule:
-    """Optimisation and runtime settings of one training run (filled from the protocol's Params)."""
-
-    iterations: int
-    batch_size: int
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    policy: str = "poly"          # poly | step
-    power: float = 0.9
-    min_lr: float = 1e-4
-    steps: List[int] = field(default_factory=list)
-    checkpoint_interval: int = 4000
-    log_interval: int = 50
-    num_workers: int = 2
-    seed: int = 0
-
-
 def _scheduler(s: Schedule) -> List[dict]:
-    if s.policy == "poly":
+    if s.schedule == "poly":
         return [dict(type="PolyLR", eta_min=s.min_lr, power=s.power, begin=0, end=s.iterations, by_epoch=False)]
-    if s.policy == "step":
+    if s.schedule == "step":
         return [dict(type="MultiStepLR", milestones=list(s.steps), gamma=0.1, begin=0, end=s.iterations,
                      by_epoch=False)]
-    raise ConfigError(f"schedule: unknown policy {s.policy!r}; expected poly or step")
+    raise ConfigError(f"schedule: unknown schedule {s.schedule!r}; expected poly or step")
 
 
 def runner_config(model_cfg: Config, train_dataset: dict, val_dataset: dict, schedule: Schedule,
                   work_dir: Path, launcher: str = "none", experiment_name: Optional[str] = None,
-                  cuda: bool = False) -> Config:
+                  cuda: bool = False, seed: int = 0) -> Config:
     """A complete MMEngine Runner config: model, data, optimiser, schedule, hooks, evaluator."""
     cfg = copy.deepcopy(model_cfg)
     s = schedule
@@ -146,7 +127,7 @@ def runner_config(model_cfg: Config, train_dataset: dict, val_dataset: dict, sch
         work_dir=str(work_dir),
         experiment_name=experiment_name,
         launcher=launcher,
-        randomness=dict(seed=s.seed),
+        randomness=dict(seed=seed),
         train_dataloader=dict(batch_size=s.batch_size, sampler=dict(type="InfiniteSampler", shuffle=True),
                               dataset=train_dataset, **loader),
         val_dataloader=dict(batch_size=1, sampler=dict(type="DefaultSampler", shuffle=False),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict
 
+import torch
+
 from pretrain.checkpoint import atomic_torch_save
 from pretrain.plain_resnet import PlainResNet
 from transfer.exporters import torchvision_state_dict

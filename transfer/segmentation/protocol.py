@@ -26,6 +26,8 @@ from pretrain.slim import extract
 from transfer.protocols.base import Protocol, Result, RunContext, register_protocol
 from transfer.scenes import SceneSettings, ensure_scenes
 
+from .schedule import Schedule
+
 log = logging.getLogger(__name__)
 
 METRICS = ("mIoU", "mAcc", "aAcc")
@@ -166,13 +168,11 @@ class Dataset:
 
 
 @dataclass
-class Params:
-    """The suite's ``params:`` block."""
+class Params(Schedule):
+    """The suite's ``params:`` block: the training ``Schedule`` plus model, pipeline and evaluation keys."""
 
     model: Literal["fcn", "upernet"] = "fcn"
     base_config: Optional[str] = None       # a path to one's own base config instead of `model`'s
-    iterations: int = 20000
-    batch_size: int = 4                     # per process (MMSeg's convention); 4 processes x 4 = 16
     crop_size: List[int] = field(default_factory=lambda: [512, 512])      # (h, w)
     resize_scale: List[int] = field(default_factory=lambda: [2048, 512])  # (long, short) before the crop
     ratio_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
@@ -180,16 +180,6 @@ class Params:
     photometric: bool = True
     test_mode: Literal["whole", "slide"] = "whole"
     slide_stride: Optional[List[int]] = None
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: Literal["poly", "step"] = "poly"
-    power: float = 0.9
-    min_lr: float = 1e-4
-    steps: List[int] = field(default_factory=list)
-    checkpoint_interval: int = 4000
-    log_interval: int = 50
-    num_workers: int = 2
     launcher: Literal["auto", "none", "pytorch", "slurm", "mpi"] = "auto"   # auto: pytorch under torchrun
     model_overrides: Dict[str, Any] = field(default_factory=dict)  # dotted keys under `model`
 
@@ -247,7 +237,7 @@ class MMSegProtocol(Protocol):
 
         from . import backbone  # noqa: F401  (registers SlimBenchResNet in MMSeg's MODELS)
         from .compat import trusted_run_checkpoints
-        from .config import Schedule, base_config, model_config, runner_config
+        from .config import base_config, model_config, runner_config
         from .export import export_mmseg
 
         p, d = ctx.params, ctx.dataset
@@ -260,11 +250,6 @@ class MMSegProtocol(Protocol):
         train_pipe, test_pipe = pipelines(p)
         train_ds, val_ds = d.mmseg_datasets(ctx.data_root, train_pipe, test_pipe)
         num_classes = len(d.classes_tuple())
-        schedule = Schedule(iterations=p.iterations, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum,
-                            weight_decay=p.weight_decay, policy=p.schedule, power=p.power, min_lr=p.min_lr,
-                            steps=list(p.steps),
-                            checkpoint_interval=p.checkpoint_interval, log_interval=p.log_interval,
-                            num_workers=p.num_workers, seed=ctx.seed)
         for i, spec in enumerate(ctx.subnets):
             log.info("mmseg %s: sub-network %s (%d of %d)", ctx.suite_name, spec, i + 1, len(ctx.subnets))
             folder = Path(ctx.out_dir) / "mmseg" / str(spec)
@@ -276,8 +261,9 @@ class MMSegProtocol(Protocol):
                 model_cfg.model.test_cfg = dict(mode="slide", crop_size=tuple(p.crop_size),
                                                 stride=tuple(p.slide_stride))
             work_dir = folder / "work_dir"
-            cfg = runner_config(model_cfg, train_ds, val_ds, schedule, work_dir, launcher,
-                                experiment_name=f"{ctx.suite_name}-{spec}-{time.time_ns()}", cuda=cuda)
+            cfg = runner_config(model_cfg, train_ds, val_ds, p, work_dir, launcher,
+                                experiment_name=f"{ctx.suite_name}-{spec}-{time.time_ns()}", cuda=cuda,
+                                seed=ctx.seed)
             atomic_write_bytes(folder / "config.py", cfg.pretty_text.encode())
             runner = Runner.from_cfg(cfg)
             with trusted_run_checkpoints(work_dir):
