@@ -23,7 +23,6 @@ from .spec import SubnetError, SubnetSpec, check_contained
 class SlimCLRRecipe:
     """Keys shared by both SlimCLR variants: slow start, online distillation, loss re-weighting."""
 
-    modules: ClassVar[Tuple[str, ...]] = ("encoder", "head")   # trainable modules (optim.lr_scale keys)
     name: str = "slimclr-mocov2"
     temperature: float = 0.2
     momentum: float = 0.999                 # key encoder EMA momentum (start value when cosine)
@@ -53,6 +52,7 @@ class SlimCLRRecipe:
 class MoCoV2Recipe(SlimCLRRecipe):
     """SlimCLR-MoCo v2: queue of full-width keys, slimmable 2-layer MLP head."""
 
+    modules: ClassVar[Tuple[str, ...]] = ("encoder", "head")   # trainable modules (optim.lr_scale keys)
     name: str = "slimclr-mocov2"
     queue_size: int = 65536
     proj_dims: List[int] = field(default_factory=lambda: [2048, 128])  # hidden (x width), output
@@ -72,7 +72,7 @@ class MoCoV2Recipe(SlimCLRRecipe):
 class MoCoV3Recipe(SlimCLRRecipe):
     """SlimCLR-MoCo v3: no queue, slimmable projector and predictor, symmetric loss."""
 
-    modules: ClassVar[Tuple[str, ...]] = ("encoder", "projector", "predictor")
+    modules: ClassVar[Tuple[str, ...]] = ("encoder", "projector", "predictor")   # optim.lr_scale keys
     name: str = "slimclr-mocov3"
     temperature: float = 1.0
     momentum: float = 0.99
