@@ -49,7 +49,9 @@ def extract(source: Source, spec, calib_loader: Optional[Iterable] = None, calib
     A width in the stored list gets that width's own BatchNorm. Any other width takes the affine
     parameters of the nearest larger listed width (its leading channels) and fresh running
     statistics calibrated on ``calib_loader`` (cumulative averages over ``calib_batches``), as
-    US-Nets do; without a loader such a width is refused.
+    US-Nets do; without a loader such a width is refused. A stored width's running statistics
+    are those of its full-depth network, so a shallower network is calibrated too when a loader
+    is given (as BigNAS and OFA calibrate their children), and otherwise keeps them with a warning.
     """
     model = as_model(source)
     spec = SubnetSpec.parse(spec)
@@ -72,10 +74,13 @@ def extract(source: Source, spec, calib_loader: Optional[Iterable] = None, calib
     plain.load_state_dict(new, strict=True)
     if device is not None:
         plain.to(device)
-    if not listed:
+    if calib_loader is not None and (not listed or spec.depth is not None):
         log.info("calibrating BN of %s on %d batches (affine from width %s)", spec, calib_batches,
                  model.widths[index])
         calibrate_bn(plain, calib_loader, calib_batches)
+    elif spec.depth is not None:
+        log.warning("%s keeps the running BN statistics of the full-depth w%s: pass calibration data "
+                    "(--calib-data DIR, or calib_loader=) to estimate its own", spec, model.widths[index])
     return plain.eval()
 
 

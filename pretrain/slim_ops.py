@@ -7,7 +7,8 @@ Input channels are taken from the input itself, so a layer always agrees with it
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import contextlib
+from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -130,3 +131,20 @@ class SlimMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Run training-mode BatchNorm (batch statistics) without updating any running statistics.
+
+    Momentum 0 keeps the running averages as they are; the forward and its gradients are unchanged.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        yield
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m

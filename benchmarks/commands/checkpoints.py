@@ -26,7 +26,7 @@ def register(sub, list_sub) -> None:
     p.add_argument("--subnet", required=True, help="e.g. w0.5 or w1.0-d2.2.2.2")
     p.add_argument("--to", required=True, help="torchvision | detectron2 | mmseg")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--calib-data", type=Path, help="ImageFolder for BN calibration of unlisted widths")
+    p.add_argument("--calib-data", type=Path, help="ImageFolder for BN calibration of unlisted widths and shallower networks")
     p.add_argument("--calib-batches", type=int, default=50)
     p.add_argument("--resolution", type=int, default=224)
     p.set_defaults(func=cmd_export)

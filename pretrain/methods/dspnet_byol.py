@@ -11,19 +11,23 @@ Per step::
     target   <- m * target + (1 - m) * online (full network),   m: 0.996 -> 1 (cosine)
 
 Choices the paper leaves open: the losses of the sampled sub-networks are summed (as in the
-sandwich rule of US-Nets); depth variants share the switchable BN of their width; heads slim
+sandwich rule of US-Nets); depth variants share the switchable BN of their width, but only the
+full-depth network updates its running statistics (a shallower network feeds later blocks other
+inputs, and mixing both would leave the stored width fitting neither; depth variants are
+calibrated at extraction instead, as BigNAS and OFA calibrate their children); heads slim
 with the width; "smallest" is the smallest width at the shallowest depth of the grid; random
 members are drawn without replacement from the grid minus the networks already chosen, with a
 generator seeded by the run seed (identical on every rank, saved for resumption).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, List, Tuple
 
 import torch
 
 from ..losses import byol_loss
-from ..slim_ops import SlimMLP
+from ..slim_ops import SlimMLP, frozen_bn_stats
 from ..spec import SubnetSpec
 from .base import PretrainMethod, StepContext, frozen_copy, register_method
 
@@ -75,8 +79,11 @@ class DSPNetBYOL(PretrainMethod):
             index = self.encoder.width_index(spec.width)
             self.projector.set_width_index(index)
             self.predictor.set_width_index(index)
-            p1 = self.predictor(self.projector(self.encoder(view1)))
-            p2 = self.predictor(self.projector(self.encoder(view2)))
+            full_depth = spec.depth is None
+            with contextlib.nullcontext() if full_depth else frozen_bn_stats(self.encoder):
+                f1, f2 = self.encoder(view1), self.encoder(view2)
+            p1 = self.predictor(self.projector(f1))
+            p2 = self.predictor(self.projector(f2))
             loss = byol_loss(p1, z2) + byol_loss(p2, z1)
             terms[f"{spec}/byol"] = loss.detach()
             total = total + loss

@@ -1,4 +1,6 @@
 """SlimCLR (MoCo v2 / v3) and DSPNet steps: slow start, distillation, queue, EMA, sampling."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +10,7 @@ from pretrain.methods import StepContext, build_method
 from pretrain.methods.base import cosine_momentum
 from pretrain.optim import LARS, LRSchedule, param_groups, set_lr
 from pretrain.recipe import parse_recipe
+from pretrain.slim_ops import frozen_bn_stats
 from pretrain.spec import SubnetSpec
 from pretrain.trainer import build_encoder
 
@@ -196,6 +199,31 @@ def test_dspnet_loss_is_symmetric_byol_per_subnet():
     expected = byol_loss(p1, z2) + byol_loss(p2, z1)
     assert terms["w1.0/byol"].item() == pytest.approx(expected.item(), rel=1e-4)
     assert loss.item() == pytest.approx(sum(t.item() for t in terms.values()), rel=1e-5)
+
+
+def test_dspnet_running_statistics_are_those_of_full_depth_networks():
+    method = make("dspnet-byol", widths=(1.0, 0.5), depths=[[1, 1, 1, 1]],
+                  desired=["w1.0-d1.1.1.1"], num_random=0)
+    reference = copy.deepcopy(method.encoder)
+    v1, v2 = views()
+    method.train()
+    method(v1, v2, CTX)   # w1.0, w0.5-d1.1.1.1 (smallest), w1.0-d1.1.1.1 (desired)
+    reference.train().set_subnet(SubnetSpec(1.0))
+    with torch.no_grad():
+        reference(v1), reference(v2)   # only the full-depth w1.0 passes
+    for (name, got), want in zip(method.encoder.state_dict().items(), reference.state_dict().values()):
+        if name.endswith(("running_mean", "running_var")):
+            assert torch.equal(got, want), name
+
+
+def test_frozen_bn_stats_keeps_running_averages_and_batch_normalises():
+    bn = torch.nn.BatchNorm1d(4).train()
+    x = torch.randn(8, 4) * 3 + 2
+    with frozen_bn_stats(bn):
+        y = bn(x)
+    assert torch.equal(bn.running_mean, torch.zeros(4)) and torch.equal(bn.running_var, torch.ones(4))
+    assert bn.momentum == 0.1
+    assert torch.allclose(y.mean(0), torch.zeros(4), atol=1e-5)   # batch statistics still normalise
 
 
 def test_weight_decay_exclusion_and_lars_trust_ratio():

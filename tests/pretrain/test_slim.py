@@ -69,6 +69,29 @@ def test_unlisted_width_calibrated_bn_matches_data_statistics(slim_r18):
     assert torch.equal(plain.bn1.weight, slim_r18.bn1.bn[1].weight[: plain.bn1.num_features])
 
 
+def test_shallower_network_is_calibrated_when_data_is_given(slim_r18):
+    torch.manual_seed(0)
+    batches = [torch.randn(8, 3, 16, 16) * 2 + 1 for _ in range(3)]
+    plain = extract(slim_r18, "w1.0-d1.1.1.1", calib_loader=batches, calib_batches=3)
+    reference = extract(slim_r18, "w1.0-d1.1.1.1")
+    calibrate_bn(reference, batches, 3)
+    stored = slim_r18.layer3[0].bn1.bn[0].running_mean
+    assert torch.equal(plain.layer3[0].bn1.running_mean, reference.layer3[0].bn1.running_mean)
+    assert not torch.allclose(plain.layer3[0].bn1.running_mean, stored)
+    assert torch.equal(plain.layer3[0].bn1.weight, slim_r18.layer3[0].bn1.bn[0].weight)
+
+
+def test_shallower_network_without_data_warns_and_keeps_full_depth_statistics(slim_r18, caplog):
+    with caplog.at_level("WARNING", logger="pretrain.slim"):
+        plain = extract(slim_r18, "w0.5-d1.1.1.1")
+    assert "full-depth w0.5" in caplog.text and "--calib-data" in caplog.text
+    assert torch.equal(plain.layer2[0].bn1.running_mean, slim_r18.layer2[0].bn1.bn[2].running_mean[:64])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pretrain.slim"):
+        extract(slim_r18, "w0.5")
+    assert caplog.text == ""
+
+
 def test_calibrate_bn_restores_momentum_and_mode(slim_r18):
     plain = extract(slim_r18, "w0.5")
     used = calibrate_bn(plain, [torch.randn(4, 3, 16, 16) for _ in range(5)], num_batches=3)

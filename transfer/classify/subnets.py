@@ -1,7 +1,8 @@
 """Sub-networks for classification protocols, including widths the checkpoint does not store.
 
-A stored width is extracted with its own BatchNorm; any other width gets fresh BN statistics
-calibrated on the suite's own training images (center crops, a seeded shuffle), as US-Nets do.
+A stored width at full depth is extracted with its own BatchNorm; any other width, and any
+shallower network, gets fresh BN statistics calibrated on the suite's own training images (center
+crops, a seeded shuffle), as US-Nets do for widths and BigNAS for depths.
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ CALIB_BATCH_SIZE = 64
 
 
 def is_stored(ctx, spec: SubnetSpec) -> bool:
-    """True when the checkpoint holds BatchNorm statistics for this width."""
-    return round(spec.width, 6) in [round(float(w), 6) for w in ctx.checkpoint.widths]
+    """True when the checkpoint holds BatchNorm statistics for this sub-network (a full-depth stored width)."""
+    return spec.depth is None and round(spec.width, 6) in [round(float(w), 6) for w in ctx.checkpoint.widths]
 
 
 def extract_subnet(ctx, spec: SubnetSpec) -> PlainResNet:
-    """``extract`` on ``ctx.device`` in eval mode, calibrating BN on training images for an unstored width."""
+    """``extract`` on ``ctx.device`` in eval mode, calibrating BN on training images unless stored."""
     loader = None
     if not is_stored(ctx, spec):
         train = ctx.dataset.split(ctx.data_root, "train", ctx.dataset.eval_transform())
