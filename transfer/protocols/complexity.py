@@ -15,9 +15,9 @@ from .base import Protocol, Result, RunContext, register_protocol
 
 
 def subnet_module(checkpoint: Checkpoint, spec) -> PlainResNet:
-    """The extracted sub-network; for a width without stored BN, the same architecture untrained
-    (counting and timing do not depend on the weights)."""
-    if round(spec.width, 6) in [round(float(w), 6) for w in checkpoint.widths]:
+    """The extracted sub-network; without stored BN statistics (an unlisted width, a depth variant),
+    the same architecture untrained (counting and timing do not depend on the weights)."""
+    if spec.depth is None and round(spec.width, 6) in [round(float(w), 6) for w in checkpoint.widths]:
         return extract(checkpoint, spec)
     return subnet_network(checkpoint.build_model(), spec).eval()
 
