@@ -77,6 +77,20 @@ def test_knn_top1(tiny):
     assert res[("w1.0", "top1")] == 100.0 and res[("w0.5", "top1")] == 100.0
 
 
+def test_depth_variant_of_a_stored_width_is_calibrated_on_training_images(tiny):
+    from pretrain.slim import calibrate_bn, extract
+    from transfer.classify.subnets import extract_subnet
+    _, ctx = context(tiny, "knn", {"k": 5, "workers": 0}, DATA)
+    spec = SubnetSpec.parse("w1.0-d1.1.1.1")
+    net = extract_subnet(ctx, spec)
+    reference = extract(ctx.checkpoint, spec)   # the stored (full-depth) statistics
+    stored = reference.layer3[0].bn1.running_mean.clone()
+    train = ctx.dataset.split(ctx.data_root, "train", ctx.dataset.eval_transform())
+    calibrate_bn(reference, [torch.stack([train[i][0] for i in range(len(train))])], 1)
+    assert torch.allclose(net.layer3[0].bn1.running_mean, reference.layer3[0].bn1.running_mean, atol=1e-5)
+    assert not torch.allclose(net.layer3[0].bn1.running_mean, stored, atol=1e-3)
+
+
 def test_unstored_width_is_calibrated_on_training_images(tiny):
     from pretrain.slim import calibrate_bn, extract
     from transfer.classify.subnets import extract_subnet
