@@ -266,7 +266,8 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
     method = data.pop("method", None)
     if not isinstance(method, Mapping) or "name" not in method:
         raise ConfigError(f"{source}: missing required key 'method.name' (one of {', '.join(METHOD_RECIPES)})")
-    cls = METHOD_RECIPES.get(method["name"])
+    name = method["name"]
+    cls = METHOD_RECIPES.get(name) if isinstance(name, str) else None   # a YAML list/map is unhashable
     if cls is None:
         raise ConfigError(f"{source}: key 'method.name': expected one of {', '.join(METHOD_RECIPES)}, "
                           f"got {method['name']!r}")

@@ -66,6 +66,7 @@ def write(tmp_path, data):
     ({"method": {"name": "slimclr-mocov2"}, "optim": {"lr": "fast"}}, "optim.lr"),
     ({"method": {"name": "slimclr-mocov2"}, "model": {"widths": [0.5, 1.0]}}, "widths"),
     ({"method": {"name": "simclr"}}, "method.name"),
+    ({"method": {"name": []}}, "method.name"),   # found by the recipe fuzzer: unhashable, not a clean error
     ({"method": {"name": "dspnet-byol", "desired": ["w0.3"]}}, "method.desired[0]"),
     ({"method": {"name": "dspnet-byol", "depths": [[4, 2, 2, 2]]}}, "method.depths[0]"),
     ({"method": {"name": "slimclr-mocov2"}, "data": {"dataset": "imagefolder"}}, "root"),
