@@ -270,7 +270,7 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
     cls = METHOD_RECIPES.get(name) if isinstance(name, str) else None   # a YAML list/map is unhashable
     if cls is None:
         raise ConfigError(f"{source}: key 'method.name': expected one of {', '.join(METHOD_RECIPES)}, "
-                          f"got {method['name']!r}")
+                          f"got {name!r}")
     recipe = from_dict(Recipe, data, source)
     recipe.method = from_dict(cls, method, source, prefix="method.")
     _check_subnets(recipe, source)

@@ -7,7 +7,7 @@ MMSeg) starts from this network; none slices weights on its own.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -42,6 +42,12 @@ def _slice_to(src: torch.Tensor, shape) -> torch.Tensor:
     return src[tuple(slice(0, n) for n in shape)].clone()
 
 
+def stores_statistics(widths: Sequence[float], spec: SubnetSpec) -> bool:
+    """True when a checkpoint of ``widths`` holds BN running statistics for the canonical ``spec``:
+    a listed width at full depth."""
+    return spec.depth is None and round(spec.width, 6) in [round(float(w), 6) for w in widths]
+
+
 def extract(source: Source, spec, calib_loader: Optional[Iterable] = None, calib_batches: int = 50,
             device: Union[str, torch.device, None] = None) -> PlainResNet:
     """Extract sub-network ``spec`` as a plain ResNet (eval mode, on CPU unless ``device``).
@@ -74,7 +80,7 @@ def extract(source: Source, spec, calib_loader: Optional[Iterable] = None, calib
     plain.load_state_dict(new, strict=True)
     if device is not None:
         plain.to(device)
-    if calib_loader is not None and (not listed or spec.depth is not None):
+    if calib_loader is not None and not stores_statistics(model.widths, spec):
         log.info("calibrating BN of %s on %d batches (affine from width %s)", spec, calib_batches,
                  model.widths[index])
         calibrate_bn(plain, calib_loader, calib_batches)

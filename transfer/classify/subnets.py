@@ -10,22 +10,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from pretrain.plain_resnet import PlainResNet
-from pretrain.slim import extract
+from pretrain.slim import extract, stores_statistics
 from pretrain.spec import SubnetSpec
 
 CALIB_BATCHES = 50
 CALIB_BATCH_SIZE = 64
 
 
-def is_stored(ctx, spec: SubnetSpec) -> bool:
-    """True when the checkpoint holds BatchNorm statistics for this sub-network (a full-depth stored width)."""
-    return spec.depth is None and round(spec.width, 6) in [round(float(w), 6) for w in ctx.checkpoint.widths]
-
-
 def extract_subnet(ctx, spec: SubnetSpec) -> PlainResNet:
     """``extract`` on ``ctx.device`` in eval mode, calibrating BN on training images unless stored."""
     loader = None
-    if not is_stored(ctx, spec):
+    if not stores_statistics(ctx.checkpoint.widths, spec):
         train = ctx.dataset.split(ctx.data_root, "train", ctx.dataset.eval_transform())
         loader = DataLoader(train, batch_size=CALIB_BATCH_SIZE, shuffle=True,
                             generator=torch.Generator().manual_seed(ctx.seed))

@@ -9,7 +9,7 @@ import torch.nn as nn
 from pretrain.checkpoint import Checkpoint
 from pretrain.complexity import measure, subnet_network
 from pretrain.plain_resnet import PlainResNet
-from pretrain.slim import extract
+from pretrain.slim import extract, stores_statistics
 
 from .base import Protocol, Result, RunContext, register_protocol
 
@@ -17,7 +17,7 @@ from .base import Protocol, Result, RunContext, register_protocol
 def subnet_module(checkpoint: Checkpoint, spec) -> PlainResNet:
     """The extracted sub-network; without stored BN statistics (an unlisted width, a depth variant),
     the same architecture untrained (counting and timing do not depend on the weights)."""
-    if spec.depth is None and round(spec.width, 6) in [round(float(w), 6) for w in checkpoint.widths]:
+    if stores_statistics(checkpoint.widths, spec):
         return extract(checkpoint, spec)
     return subnet_network(checkpoint.build_model(), spec).eval()
 
