@@ -6,7 +6,8 @@ A run folder holds:
   lists, extracts and benchmarks), written every ``run.checkpoint_every`` steps and at the end;
 - ``train_state.pt``: everything ``--resume`` needs to continue exactly (method modules with the
   momentum encoder, queue and heads; optimizer; AMP scaler; step; every RNG);
-- ``log.jsonl``: one JSON line per logging step (step, lr, momentum, each loss term, throughput);
+- ``log.jsonl``: one JSON line per logging step (step, lr, momentum, each loss term, gradient norm,
+  throughput);
 - ``recipe.yaml``: the resolved recipe.
 
 Both ``.pt`` files are written atomically, so a killed run always leaves the last good pair.
@@ -248,14 +249,17 @@ class Trainer:
             self._fail(step + 1, float(mean_loss), terms)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        # The norm of the true (unscaled) gradients is logged every step: early-phase spikes are
+        # what optim.grad_clip is for, and the log shows whether a recipe needs it.
+        self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        grad_norm = nn.utils.get_total_norm([p.grad for p in params])
         if self.recipe.optim.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                     self.recipe.optim.grad_clip)
+            nn.utils.clip_grads_with_norm_(params, self.recipe.optim.grad_clip, grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         momentum = self.method.update_target(ctx)
-        return ctx, lr, momentum, float(mean_loss), terms
+        return ctx, lr, momentum, float(mean_loss), terms, float(grad_norm)
 
     def _announce(self, start: int) -> None:
         r = self.recipe
@@ -311,7 +315,7 @@ class Trainer:
                 view1, view2 = (v.to(info.device, non_blocking=True) for v in next(batches))
                 if step == self.slim_start_step and step > 0:
                     log.info(self._slim_start_message())
-                ctx, lr, momentum, last_loss, terms = self._step(step, view1, view2)
+                ctx, lr, momentum, last_loss, terms, grad_norm = self._step(step, view1, view2)
                 done = step + 1
                 images += r.data.batch_size
                 bar.update(1)
@@ -320,7 +324,8 @@ class Trainer:
                     values = all_reduce_mean(torch.stack([t.float() for t in terms.values()])).tolist()
                     elapsed = time.perf_counter() - tick
                     run_log.write({"step": done, "epoch": round(done / self.steps_per_epoch, 4), "lr": lr,
-                                   "momentum": momentum, "loss": last_loss, "slim_active": ctx.slim_active,
+                                   "momentum": momentum, "loss": last_loss, "grad_norm": grad_norm,
+                                   "slim_active": ctx.slim_active,
                                    **dict(zip(terms, values)), "images_per_s": round(images / max(elapsed, 1e-9), 2)})
                     tick, images = time.perf_counter(), 0
                 if done % r.run.checkpoint_every == 0 or done == self.stop_step:

@@ -65,12 +65,31 @@ def test_stop_and_resume_equals_uninterrupted_run(tmp_path, name):
     assert [r["step"] for r in logged] == list(range(1, 9))
 
 
+def test_grad_clip_scales_the_step_and_the_log_keeps_the_norm_before_clipping(tmp_path):
+    clip = 1e-3
+    records, trained = [], []
+    for run, grad_clip in (("plain", None), ("clipped", clip)):
+        d = tiny_recipe_dict(max_steps=1)
+        d["optim"].update(momentum=0.0, weight_decay=0.0, grad_clip=grad_clip)   # step = -lr * grad
+        train(parse_recipe(d, run), tmp_path / run, progress=False)
+        records.append(json.loads((tmp_path / run / LOG_FILE).read_text()))
+        state = torch.load(tmp_path / run / STATE_FILE, weights_only=False)["method"]
+        trained.append({k: v for k, v in state.items() if k.startswith(("encoder.", "head."))})
+    norm, lr = records[0]["grad_norm"], records[0]["lr"]
+    assert records[1]["grad_norm"] == norm > clip   # same init and batch; the log has the norm before clipping
+    # Both runs start from the same weights: plain - clipped = -lr * g * (1 - clip / |g|).
+    gap = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm((trained[0][k] - trained[1][k]).float())
+                                                for k in trained[0]]))
+    assert gap.item() == pytest.approx(lr * (norm - clip), rel=1e-3)
+
+
 def test_log_lines_checkpoint_and_slow_start(tmp_path):
     result = train(tiny(max_steps=4), tmp_path, progress=False)
     records = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     for r in records:
-        assert {"lr", "loss", "momentum", "images_per_s", "epoch", "w1.0/infonce"} <= set(r)
+        assert {"lr", "loss", "momentum", "grad_norm", "images_per_s", "epoch", "w1.0/infonce"} <= set(r)
+        assert 0 < r["grad_norm"] < float("inf")
     # slim_start_epoch 0.5 of a 4-step epoch: steps 1-2 train the full width only.
     assert [r["slim_active"] for r in records] == [False, False, True, True]
     assert "w0.5/kd" not in records[1] and "w0.5/kd" in records[2]
