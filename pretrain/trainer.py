@@ -259,7 +259,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         momentum = self.method.update_target(ctx)
-        return ctx, lr, momentum, float(mean_loss), terms, float(grad_norm)
+        return ctx, lr, momentum, float(mean_loss), terms, grad_norm   # a tensor: read on logging steps only
 
     def _announce(self, start: int) -> None:
         r = self.recipe
@@ -324,7 +324,7 @@ class Trainer:
                     values = all_reduce_mean(torch.stack([t.float() for t in terms.values()])).tolist()
                     elapsed = time.perf_counter() - tick
                     run_log.write({"step": done, "epoch": round(done / self.steps_per_epoch, 4), "lr": lr,
-                                   "momentum": momentum, "loss": last_loss, "grad_norm": grad_norm,
+                                   "momentum": momentum, "loss": last_loss, "grad_norm": float(grad_norm),
                                    "slim_active": ctx.slim_active,
                                    **dict(zip(terms, values)), "images_per_s": round(images / max(elapsed, 1e-9), 2)})
                     tick, images = time.perf_counter(), 0
