@@ -207,6 +207,7 @@ class RunRecipe:
     seed: int = 0
     deterministic: bool = False             # torch.use_deterministic_algorithms (exact resume on CPU)
     amp: bool = True                        # mixed precision, used only when CUDA is available
+    cpu_bf16: bool = False                  # bfloat16 autocast on a CPU with AMX tiles (else fp32, logged)
     checkpoint_every: int = 1000            # steps
     log_every: int = 10                     # steps
 

@@ -75,6 +75,12 @@ def build_encoder(recipe: Recipe) -> SlimResNet:
     return SlimResNet(parse_arch(m.arch), widths=m.widths, stem=m.stem, zero_init_residual=m.zero_init_residual)
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles, where oneDNN runs bfloat16 convolutions natively."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
 def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -181,7 +187,14 @@ class Trainer:
                 self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.optimizer = build_optimizer(self.method, r.optim)
         self.use_amp = r.run.amp and info.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = torch.float16
+        if r.run.cpu_bf16 and info.device.type == "cpu":
+            # bfloat16 needs no loss scaling; without AMX its matmuls are emulated and slower than fp32.
+            if cpu_has_amx():
+                self.use_amp, self.amp_dtype = True, torch.bfloat16
+            else:
+                log.warning("run.cpu_bf16: this CPU has no AMX tiles, so bfloat16 would be slower; training in fp32")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and info.device.type == "cuda")
         self.loader, self.sampler = build_loader(r.data, r.run.seed, info.rank, info.world_size,
                                                  pin_memory=info.device.type == "cuda")
         self.steps_per_epoch = self.sampler.batches_per_epoch
@@ -242,7 +255,7 @@ class Trainer:
         ctx = StepContext(step, self.total_steps, step / self.steps_per_epoch, step >= self.slim_start_step)
         lr = self.schedule(step)
         set_lr(self.optimizer, lr)
-        with torch.autocast(self.info.device.type, enabled=self.use_amp):
+        with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             loss, terms = self.model(view1, view2, ctx)
         mean_loss = all_reduce_mean(loss)
         if not torch.isfinite(mean_loss):

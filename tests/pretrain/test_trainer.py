@@ -151,3 +151,29 @@ def test_recipe_changes_name_the_keys_a_resume_may_not_change():
     data["optim"]["lr"] = 0.1
     del old["data"]["blur"]                                            # a run from before the key existed
     assert recipe_changes(old, parse_recipe(data, "tiny")) == ["data.blur: None -> True", "optim.lr: 0.05 -> 0.1"]
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_cpu_bf16_autocasts_on_amx_and_falls_back_to_fp32_without(tmp_path, monkeypatch, caplog, amx):
+    # The probe is patched: bfloat16 autocast runs on any CPU (AMX only makes it fast), so both
+    # branches are exercised wherever the suite runs.
+    monkeypatch.setattr("pretrain.trainer.cpu_has_amx", lambda: amx)
+    conv_dtypes = set()
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Conv2d) and module.training:
+            conv_dtypes.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        train(tiny("dspnet-byol", max_steps=2, cpu_bf16=True), tmp_path / "bf16", progress=False)
+    finally:
+        handle.remove()
+    assert conv_dtypes == ({torch.bfloat16} if amx else {torch.float32})
+    assert ("no AMX tiles" in caplog.text) is not amx
+    bf16_weights = load_checkpoint(tmp_path / "bf16" / CHECKPOINT_FILE).state_dict
+    assert all(v.dtype == torch.float32 for v in bf16_weights.values() if v.is_floating_point())
+    train(tiny("dspnet-byol", max_steps=2), tmp_path / "fp32", progress=False)
+    fp32_weights = load_checkpoint(tmp_path / "fp32" / CHECKPOINT_FILE).state_dict
+    same = all(torch.equal(bf16_weights[k], fp32_weights[k]) for k in fp32_weights)
+    assert same is not amx   # the fallback computes exactly what fp32 does
