@@ -36,7 +36,7 @@ from .errors import SlimBenchError
 from .loader import build_loader
 from .methods import PretrainMethod, StepContext, build_method
 from .optim import LRSchedule, build_optimizer, set_lr
-from .recipe import Recipe, SlimCLRRecipe, recipe_dict
+from .recipe import Recipe, RunRecipe, SlimCLRRecipe, recipe_dict
 from .resnet import SlimResNet, parse_arch
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,18 @@ def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles, where oneDNN runs bfloat16 convolutions natively."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(probe and probe())
+
+
+def autocast_dtype(run: RunRecipe, device: torch.device) -> Optional[torch.dtype]:
+    """Autocast dtype of a step: float16 on CUDA (``run.amp``), bfloat16 on an AMX CPU (``run.cpu_bf16``), or None."""
+    if device.type == "cuda":
+        return torch.float16 if run.amp else None
+    if device.type == "cpu" and run.cpu_bf16:
+        if cpu_has_amx():
+            return torch.bfloat16
+        # Without AMX, bfloat16 matmuls are emulated and slower than fp32.
+        log.warning("run.cpu_bf16: this CPU has no AMX tiles, so bfloat16 would be slower; training in fp32")
+    return None
 
 
 def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -186,15 +198,9 @@ class Trainer:
             else:
                 self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.optimizer = build_optimizer(self.method, r.optim)
-        self.use_amp = r.run.amp and info.device.type == "cuda"
-        self.amp_dtype = torch.float16
-        if r.run.cpu_bf16 and info.device.type == "cpu":
-            # bfloat16 needs no loss scaling; without AMX its matmuls are emulated and slower than fp32.
-            if cpu_has_amx():
-                self.use_amp, self.amp_dtype = True, torch.bfloat16
-            else:
-                log.warning("run.cpu_bf16: this CPU has no AMX tiles, so bfloat16 would be slower; training in fp32")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and info.device.type == "cuda")
+        self.amp_dtype = autocast_dtype(r.run, info.device)
+        # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.loader, self.sampler = build_loader(r.data, r.run.seed, info.rank, info.world_size,
                                                  pin_memory=info.device.type == "cuda")
         self.steps_per_epoch = self.sampler.batches_per_epoch
@@ -255,7 +261,7 @@ class Trainer:
         ctx = StepContext(step, self.total_steps, step / self.steps_per_epoch, step >= self.slim_start_step)
         lr = self.schedule(step)
         set_lr(self.optimizer, lr)
-        with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+        with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss, terms = self.model(view1, view2, ctx)
         mean_loss = all_reduce_mean(loss)
         if not torch.isfinite(mean_loss):
