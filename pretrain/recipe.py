@@ -105,6 +105,7 @@ class BYOLRecipe:
     desired: List[str] = field(default_factory=list)        # e.g. [w1.0, w0.5, w1.0-d2.2.2.2]
     depths: List[List[int]] = field(default_factory=list)   # depth grid besides the full depth
     num_random: int = 2                                     # random grid members per step
+    proj_last_bn: bool = False                              # BN (affine=False) on the projection, as SimSiam
 
     def validate(self) -> None:
         _check_momentum(self.momentum)

@@ -15,9 +15,11 @@ sandwich rule of US-Nets); depth variants share the switchable BN of their width
 full-depth network updates its running statistics (a shallower network feeds later blocks other
 inputs, and mixing both would leave the stored width fitting neither; depth variants are
 calibrated at extraction instead, as BigNAS and OFA calibrate their children); heads slim
-with the width; "smallest" is the smallest width at the shallowest depth of the grid; random
-members are drawn without replacement from the grid minus the networks already chosen, with a
-generator seeded by the run seed (identical on every rank, saved for resumption).
+with the width, and the projection ends as BYOL's (a linear layer) unless ``proj_last_bn``
+standardises it as SimSiam does (then no target can be matched by its batch mean alone);
+"smallest" is the smallest width at the shallowest depth of the grid; random members are drawn
+without replacement from the grid minus the networks already chosen, with a generator seeded
+by the run seed (identical on every rank, saved for resumption).
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ class DSPNetBYOL(PretrainMethod):
         super().__init__(encoder, method_recipe, seed)
         widths = list(encoder.widths)
         feat = encoder.num_features(SubnetSpec(widths[0]))
-        self.projector = SlimMLP([feat, *method_recipe.proj_dims], widths, bn=True)
+        self.projector = SlimMLP([feat, *method_recipe.proj_dims], widths, bn=True,
+                                 last_bn=method_recipe.proj_last_bn, last_bn_affine=False)
         self.predictor = SlimMLP([method_recipe.proj_dims[-1], *method_recipe.pred_dims], widths, bn=True)
         self.target_encoder = frozen_copy(encoder)
         self.target_projector = frozen_copy(self.projector)

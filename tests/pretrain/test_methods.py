@@ -271,3 +271,18 @@ def test_lr_schedule_warmup_cosine_and_slim_start_restart():
     assert s(10) == pytest.approx(1.0) and s(60) == pytest.approx(0.5) and s(110) == pytest.approx(0.0)
     r = LRSchedule(peak=1.0, total_steps=110, warmup_steps=10, restart_step=60, restart_lr=0.8)
     assert r(59) == s(59) and r(60) == pytest.approx(0.8) and r(85) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("last_bn", [False, True])
+def test_dspnet_projection_last_bn_standardises_every_width(last_bn):
+    method = make("dspnet-byol", widths=(1.0, 0.5), num_random=0, proj_last_bn=last_bn).train()
+    v1, _ = views(n=8)
+    for index, width in enumerate((1.0, 0.5)):
+        method.encoder.set_subnet(SubnetSpec(width))
+        method.projector.set_width_index(index)
+        z = method.projector(method.encoder(v1)).detach()
+        standardised = torch.allclose(z.mean(0), torch.zeros(16), atol=1e-5) and \
+            torch.allclose(z.var(0, unbiased=False), torch.ones(16), atol=1e-2)
+        assert standardised == last_bn, width
+    norms = [m for m in method.projector.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert (not norms[-1].affine) == last_bn   # the standardised projection has no learned scale or shift
