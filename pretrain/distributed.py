@@ -81,6 +81,15 @@ def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def gather_with_local_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """``concat_all_gather``, but this rank's slice is ``tensor`` itself, so it keeps its gradient."""
+    if world_size() == 1:
+        return tensor
+    everyone = concat_all_gather(tensor.detach())
+    start = rank() * tensor.shape[0]
+    return torch.cat([everyone[:start], tensor, everyone[start + tensor.shape[0]:]], dim=0)
+
+
 @torch.no_grad()
 def batch_shuffle(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> "tuple[torch.Tensor, torch.Tensor]":
     """MoCo's shuffle: this rank's share of a random permutation of the global batch, and the inverse.

@@ -3,11 +3,13 @@
 - ``info_nce``: cross-entropy of contrastive logits against the positive's index (MoCo).
 - ``soft_cross_entropy``: SEED-style distillation from a teacher's logits to a student's.
 - ``byol_loss``: BYOL's normalized MSE, ``2 - 2 cos(p, z)``.
+- ``uniformity_loss``: Wang & Isola's uniformity of L2-normalized embeddings on the hypersphere.
 - ``width_loss_weights``: SlimCLR's re-weighting of each width's loss by model size.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+import math
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,23 @@ def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p = F.normalize(prediction.float(), dim=1)
     z = F.normalize(target.detach().float(), dim=1)
     return (2 - 2 * (p * z).sum(dim=1)).mean()
+
+
+def uniformity_loss(x: torch.Tensor, columns: Optional[torch.Tensor] = None, self_offset: int = 0,
+                    t: float = 2.0) -> torch.Tensor:
+    """Wang & Isola (2020): ``log mean_{i != j} exp(-t ||x_i - x_j||^2)`` over L2-normalized rows.
+
+    Each row of ``x`` is compared with every row of ``columns`` (default ``x`` itself) but its own,
+    which sits at ``columns[self_offset + i]``; under DDP ``columns`` is the all-gathered batch, as
+    MoCo v3 compares local queries with gathered keys. Lower is more uniform; ``t = 2`` is the paper's.
+    """
+    rows = F.normalize(x.float(), dim=1)
+    cols = rows if columns is None else F.normalize(columns.float(), dim=1)
+    sq_dist = (2 - 2 * rows @ cols.T).clamp_min(0)
+    own = torch.arange(rows.shape[0], device=rows.device)
+    logits = (-t * sq_dist).index_put((own, own + self_offset), torch.tensor(float("-inf"), device=rows.device))
+    pairs = rows.shape[0] * (cols.shape[0] - 1)
+    return torch.logsumexp(logits.flatten(), dim=0) - math.log(pairs)
 
 
 def width_loss_weights(widths: Sequence[float], kind: str = "slimclr") -> Dict[float, float]:

@@ -106,6 +106,7 @@ class BYOLRecipe:
     depths: List[List[int]] = field(default_factory=list)   # depth grid besides the full depth
     num_random: int = 2                                     # random grid members per step
     proj_last_bn: bool = False                              # BN (affine=False) on the projection, as SimSiam
+    uniformity_weight: float = 0.0                          # + w * Wang & Isola's uniformity of each prediction
 
     def validate(self) -> None:
         _check_momentum(self.momentum)
@@ -116,6 +117,8 @@ class BYOLRecipe:
                              f"got {self.pred_dims[-1]}")
         if self.num_random < 0:
             raise ValueError(f"num_random: expected >= 0, got {self.num_random}")
+        if self.uniformity_weight < 0:
+            raise ValueError(f"uniformity_weight: expected >= 0, got {self.uniformity_weight}")
         for i, d in enumerate(self.desired):
             try:
                 SubnetSpec.parse(d)

@@ -8,6 +8,7 @@ Per step::
     for each sub-network s:
         p1, p2 = pred_s(proj_s(encoder_s(view1 | view2)))
         loss  += byol(p1, z2') + byol(p2, z1')                   # 2 - 2 cos, symmetric
+        loss  += u * (unif(p1) + unif(p2))                       # only if uniformity_weight u > 0
     target   <- m * target + (1 - m) * online (full network),   m: 0.996 -> 1 (cosine)
 
 Choices the paper leaves open: the losses of the sampled sub-networks are summed (as in the
@@ -17,6 +18,9 @@ inputs, and mixing both would leave the stored width fitting neither; depth vari
 calibrated at extraction instead, as BigNAS and OFA calibrate their children); heads slim
 with the width, and the projection ends as BYOL's (a linear layer) unless ``proj_last_bn``
 standardises it as SimSiam does (then no target can be matched by its batch mean alone);
+``uniformity_weight`` adds Wang & Isola's uniformity of each network's predictions, which is
+not DSPNet's: BYOL has no term that spreads the embeddings, and in short runs its small widths
+keep features of lower rank than their random init (the demo recipe uses it; default off);
 "smallest" is the smallest width at the shallowest depth of the grid; random members are drawn
 without replacement from the grid minus the networks already chosen, with a generator seeded
 by the run seed (identical on every rank, saved for resumption).
@@ -28,7 +32,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ..losses import byol_loss
+from ..distributed import gather_with_local_grad, rank
+from ..losses import byol_loss, uniformity_loss
 from ..slim_ops import SlimMLP, frozen_bn_stats
 from ..spec import SubnetSpec
 from .base import PretrainMethod, StepContext, frozen_copy, register_method
@@ -89,9 +94,18 @@ class DSPNetBYOL(PretrainMethod):
             p2 = self.predictor(self.projector(f2))
             loss = byol_loss(p1, z2) + byol_loss(p2, z1)
             terms[f"{spec}/byol"] = loss.detach()
+            if self.cfg.uniformity_weight:
+                spread = self._uniformity(p1) + self._uniformity(p2)
+                terms[f"{spec}/uniformity"] = spread.detach()
+                loss = loss + self.cfg.uniformity_weight * spread
             total = total + loss
         self.encoder.set_subnet(self.largest)
         return total, terms
+
+    @staticmethod
+    def _uniformity(p: torch.Tensor) -> torch.Tensor:
+        """Uniformity of this rank's predictions against the whole batch (other ranks' detached)."""
+        return uniformity_loss(p, gather_with_local_grad(p), self_offset=rank() * p.shape[0])
 
     # The sampling generator travels with the state dict, so a resumed run samples the same networks.
     def get_extra_state(self):

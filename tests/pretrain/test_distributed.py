@@ -1,4 +1,4 @@
-"""Two CPU processes with the gloo backend: gathered keys, shared queue, identical weights."""
+"""Two CPU processes with the gloo backend: gathered keys and predictions, shared queue, identical weights."""
 import os
 import socket
 
@@ -7,17 +7,18 @@ import torch
 import torch.multiprocessing as mp
 
 from pretrain.distributed import (all_reduce_mean, batch_shuffle, batch_unshuffle, concat_all_gather,
-                                  init_from_env, shutdown)
+                                  gather_with_local_grad, init_from_env, shutdown)
 from pretrain.recipe import parse_recipe
 from pretrain.trainer import Trainer
 from tests.pretrain.test_trainer import tiny_recipe_dict
 
 WORLD = 2
+METHODS = ("slimclr-mocov2", "slimclr-mocov3", "dspnet-byol")
 
 
 def test_single_process_helpers_are_identity():
     x = torch.arange(6.0).reshape(2, 3)
-    assert concat_all_gather(x) is x
+    assert concat_all_gather(x) is x and gather_with_local_grad(x) is x
     assert torch.equal(all_reduce_mean(x), x)
     info = init_from_env()
     assert (info.rank, info.world_size, info.is_main, info.distributed) == (0, 1, True, False)
@@ -44,14 +45,20 @@ def _worker(rank: int, port: int, out: str) -> None:
     torch.manual_seed(rank)   # different RNG per rank: the permutation must still be rank 0's
     mine = torch.arange(4.0) + 4 * rank
     shuffled, unshuffle = batch_shuffle(mine)
+    local = torch.full((2, 3), float(info.rank + 1), requires_grad=True)
+    with_grad = gather_with_local_grad(local)
+    (with_grad * torch.arange(1.0, 5.0).view(4, 1)).sum().backward()
     results = {"gathered": gathered, "mean": mean, "shuffled": shuffled,
-               "unshuffled": batch_unshuffle(shuffled, unshuffle), "mine": mine}
-    for name in ("slimclr-mocov2", "slimclr-mocov3"):
+               "unshuffled": batch_unshuffle(shuffled, unshuffle), "mine": mine,
+               "with_grad": with_grad.detach(), "local_grad": local.grad}
+    for name in METHODS:
         data = tiny_recipe_dict(name, max_steps=3, checkpoint_every=10)
         data["data"]["batch_size"] = 8          # global batch: 4 images per rank
         data["model"]["sync_bn"] = True         # falls back to per-rank BN on CPU, with a warning
         if name == "slimclr-mocov2":
             data["method"]["bn_groups"] = 2     # shuffled keys across ranks and BN batches of 2
+        if name == "dspnet-byol":
+            data["method"]["uniformity_weight"] = 0.5   # a batch-wise term over the gathered predictions
         trainer = Trainer(parse_recipe(data, "tiny"), os.path.join(out, name), progress=False)
         trainer.run()
         results[name] = {k: v.clone() for k, v in trainer.method.state_dict().items() if torch.is_tensor(v)}
@@ -66,11 +73,16 @@ def test_two_gloo_processes_share_queue_and_weights(tmp_path):
     expected = torch.cat([torch.zeros(2, 3), torch.ones(2, 3)])
     assert torch.equal(r0["gathered"], expected) and torch.equal(r1["gathered"], expected)
     assert r0["mean"].item() == r1["mean"].item() == 0.5
+    # Every rank sees the whole batch, but only its own rows (rows 0-1 on rank 0, 2-3 on rank 1,
+    # weighted 1..4 above) pass a gradient back.
+    assert torch.equal(r0["with_grad"], r1["with_grad"]) and torch.equal(r0["with_grad"], expected + 1)
+    assert torch.equal(r0["local_grad"], torch.tensor([[1.0] * 3, [2.0] * 3]))
+    assert torch.equal(r1["local_grad"], torch.tensor([[3.0] * 3, [4.0] * 3]))
     # The shuffle deals the global batch of 8 out across both ranks, and unshuffling gives each its own back.
     assert sorted(torch.cat([r0["shuffled"], r1["shuffled"]]).tolist()) == list(range(8))
     assert not torch.equal(r0["shuffled"], r0["mine"])
     assert all(torch.equal(r["unshuffled"], r["mine"]) for r in (r0, r1))
-    for name in ("slimclr-mocov2", "slimclr-mocov3"):
+    for name in METHODS:
         a, b = r0[name], r1[name]
         # Gradients are averaged across ranks, so different data still leaves identical weights
         # (and momentum encoders, and queues). BN running statistics are the exception: without

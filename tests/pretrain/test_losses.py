@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from pretrain.losses import byol_loss, info_nce, soft_cross_entropy, width_loss_weights
+from pretrain.losses import byol_loss, info_nce, soft_cross_entropy, uniformity_loss, width_loss_weights
 
 
 def test_info_nce_matches_log_softmax_at_the_positive():
@@ -42,6 +42,31 @@ def test_byol_loss_is_normalized_mse():
     assert byol_loss(p, z).item() == pytest.approx(ref.item(), rel=1e-5)
     assert byol_loss(p, 3 * p).item() == pytest.approx(0.0, abs=1e-6)
     assert byol_loss(p, -p).item() == pytest.approx(4.0, rel=1e-6)
+
+
+def _uniformity_loop(rows, columns, offset):
+    """log of the mean of exp(-2 |a - b|^2) over every (row, column) pair but each row with itself."""
+    a = rows / rows.norm(dim=1, keepdim=True)
+    b = columns / columns.norm(dim=1, keepdim=True)
+    pairs = [torch.exp(-2 * ((a[i] - b[j]) ** 2).sum())
+             for i in range(len(a)) for j in range(len(b)) if j != offset + i]
+    return torch.log(torch.stack(pairs).mean())
+
+
+def test_uniformity_loss_matches_a_pairwise_loop_in_value_and_gradient():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 5, generator=g).requires_grad_()
+    got, want = uniformity_loss(x), _uniformity_loop(x, x, 0)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    (grad_got,), (grad_want,) = torch.autograd.grad(got, x), torch.autograd.grad(want, x)
+    assert torch.allclose(grad_got, grad_want, atol=1e-6)
+    # rank 1 of 2: its 6 rows against the gathered batch of 12, where they sit at offset 6
+    batch = torch.cat([torch.randn(6, 5, generator=g), x.detach()])
+    assert uniformity_loss(x, batch, self_offset=6).item() == pytest.approx(
+        _uniformity_loop(x, batch, 6).item(), rel=1e-5)
+    # a collapsed batch is the least uniform (every distance 0: log 1); scale does not matter
+    assert uniformity_loss(torch.ones(6, 5)).item() == pytest.approx(0.0, abs=1e-6)
+    assert got.item() < -1.0 and uniformity_loss(7 * x).item() == pytest.approx(got.item(), rel=1e-5)
 
 
 def test_slimclr_reweighting_values():

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.losses import byol_loss
+from pretrain.losses import byol_loss, uniformity_loss
 from pretrain.methods import StepContext, build_method
 from pretrain.methods.base import cosine_momentum
 from pretrain.optim import LARS, LRSchedule, param_groups, set_lr
@@ -199,6 +199,28 @@ def test_dspnet_loss_is_symmetric_byol_per_subnet():
     expected = byol_loss(p1, z2) + byol_loss(p2, z1)
     assert terms["w1.0/byol"].item() == pytest.approx(expected.item(), rel=1e-4)
     assert loss.item() == pytest.approx(sum(t.item() for t in terms.values()), rel=1e-5)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_dspnet_uniformity_weight_adds_the_uniformity_of_each_prediction(weight):
+    method = make("dspnet-byol", widths=(1.0, 0.5), num_random=0, uniformity_weight=weight)
+    v1, v2 = views()
+    with torch.no_grad():
+        method.encoder.set_subnet(SubnetSpec(0.5))
+        method.projector.set_width_index(1)
+        method.predictor.set_width_index(1)
+        p1, p2 = (method.predictor(method.projector(method.encoder(v))) for v in (v1, v2))
+        method.encoder.set_subnet(SubnetSpec(1.0))
+    loss, terms = method(v1, v2, CTX)
+    byol = sum(terms[f"{w}/byol"].item() for w in ("w1.0", "w0.5"))
+    if weight == 0.0:
+        assert set(terms) == {"w1.0/byol", "w0.5/byol"} and loss.item() == pytest.approx(byol, rel=1e-6)
+        return
+    assert set(terms) == {"w1.0/byol", "w0.5/byol", "w1.0/uniformity", "w0.5/uniformity"}
+    expected = uniformity_loss(p1) + uniformity_loss(p2)
+    assert terms["w0.5/uniformity"].item() == pytest.approx(expected.item(), rel=1e-4)
+    spread = terms["w1.0/uniformity"].item() + terms["w0.5/uniformity"].item()
+    assert spread < 0 and loss.item() == pytest.approx(byol + weight * spread, rel=1e-5)
 
 
 def test_dspnet_running_statistics_are_those_of_full_depth_networks():

@@ -69,6 +69,7 @@ def write(tmp_path, data):
     ({"method": {"name": []}}, "method.name"),   # found by the recipe fuzzer: unhashable, not a clean error
     ({"method": {"name": "dspnet-byol", "desired": ["w0.3"]}}, "method.desired[0]"),
     ({"method": {"name": "dspnet-byol", "depths": [[4, 2, 2, 2]]}}, "method.depths[0]"),
+    ({"method": {"name": "dspnet-byol", "uniformity_weight": -0.1}}, "method.uniformity_weight"),
     ({"method": {"name": "slimclr-mocov2"}, "data": {"dataset": "imagefolder"}}, "root"),
     ({"method": {"name": "slimclr-mocov2"}, "epochs": 3}, "epochs"),
     ({"method": {"name": "slimclr-mocov2", "bn_groups": 3}, "data": {"dataset": "fashion-mnist", "batch_size": 32}},
