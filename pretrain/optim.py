@@ -1,4 +1,4 @@
-"""Optimizers and schedules of the recipes: SGD or LARS, linear warm-up then cosine decay.
+"""Optimizers and schedules of the recipes: SGD or LARS, linear warm-up then cosine decay (SlimCLR's).
 
 The learning rate is a pure function of the step (``LRSchedule``), so resuming needs only the
 step counter; the optimizer's own state (momentum buffers) is saved by the trainer.
@@ -86,31 +86,36 @@ def build_optimizer(module: nn.Module, optim) -> torch.optim.Optimizer:
 
 @dataclass(frozen=True)
 class LRSchedule:
-    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to ``floor`` at ``total_steps``.
+    """SlimCLR's learning rate (``utils/lr_scheduler.py``, mode ``cos``, as ``main_ssl.py`` drives it).
 
-    With ``restart_step`` and ``restart_lr`` set (SlimCLR's ``slim_start_lr``), the lr jumps to
-    ``restart_lr`` at that step and decays from there to ``floor`` on a cosine over the rest.
+    At step ``t`` (0-based, before the step) with base lr ``b``: warm-up ``min(floor + t/W * (b - floor), b)``
+    while ``t <= W`` (``W = warmup_steps``, a float as upstream's ``warmup_proportion * all_iters``),
+    then ``0.5 * b * (1 + cos(pi * (t - W) / (total_steps - W)))``, never below ``floor``.
+    From ``replace_step`` on the base lr is ``replace_lr`` (SlimCLR's ``slim_start_lr``: upstream sets
+    ``scheduler.init_lr`` at ``slim_start_epoch``), so warm-up and cosine keep their place in the one
+    global schedule. MoCo v3's and BYOL's warm-up-cosine is the same curve with ``floor = 0``.
     """
 
     peak: float
     total_steps: int
-    warmup_steps: int = 0
+    warmup_steps: float = 0.0
     floor: float = 0.0
-    restart_step: Optional[int] = None
-    restart_lr: Optional[float] = None
+    replace_step: Optional[int] = None
+    replace_lr: Optional[float] = None
 
-    @staticmethod
-    def _cosine(start: float, end: float, progress: float) -> float:
-        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    def base(self, step: int) -> float:
+        """The base lr in force at ``step``."""
+        replaced = self.replace_step is not None and self.replace_lr is not None and step >= self.replace_step
+        return self.replace_lr if replaced else self.peak
 
     def __call__(self, step: int) -> float:
-        if self.restart_step is not None and self.restart_lr is not None and step >= self.restart_step:
-            span = max(self.total_steps - self.restart_step, 1)
-            return self._cosine(self.restart_lr, self.floor, (step - self.restart_step) / span)
-        if step < self.warmup_steps:
-            return self.peak * (step + 1) / self.warmup_steps
-        span = max(self.total_steps - self.warmup_steps, 1)
-        return self._cosine(self.peak, self.floor, (step - self.warmup_steps) / span)
+        base, warm = self.base(step), self.warmup_steps
+        if warm > 0 and step <= warm:
+            lr = min(self.floor + step / warm * (base - self.floor), base)
+        else:
+            progress = min((step - warm) / max(self.total_steps - warm, 1e-12), 1.0)
+            lr = 0.5 * base * (1.0 + math.cos(math.pi * progress))
+        return max(lr, self.floor)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -28,14 +28,17 @@ class SlimCLRRecipe:
     momentum: float = 0.999                 # key encoder EMA momentum (start value when cosine)
     momentum_schedule: Literal["constant", "cosine"] = "constant"
     slim_start_epoch: float = 0.0           # before it only the full width trains
-    slim_start_lr: Optional[float] = None   # lr at the switch; null continues the schedule
+    slim_start_lr: Optional[float] = None   # base lr of the global schedule from the switch on; null keeps optim.lr
     distill: bool = True
     distill_alpha: float = 0.5              # sub-network loss = (1-a) InfoNCE + a KD
     teacher_temp: float = 5.0
     student_temp: float = 5.0
     loss_weights: str = "slimclr"           # slimclr | proportional | uniform
+    head_init_std: Optional[float] = 0.01   # N(0, std) weights, zero biases for the encoder's head; null: torch's
 
     def validate(self) -> None:
+        if self.head_init_std is not None and self.head_init_std <= 0:
+            raise ValueError(f"head_init_std: expected a positive std or null, got {self.head_init_std}")
         if self.loss_weights not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weights: expected one of {', '.join(LOSS_WEIGHTINGS)}, got {self.loss_weights!r}")
         if not 0.0 <= self.distill_alpha <= 1.0:
@@ -79,7 +82,7 @@ class MoCoV3Recipe(SlimCLRRecipe):
     momentum_schedule: Literal["constant", "cosine"] = "cosine"
     teacher_temp: float = 1.0
     student_temp: float = 1.0
-    proj_dims: List[int] = field(default_factory=lambda: [4096, 4096, 256])
+    proj_dims: List[int] = field(default_factory=lambda: [4096, 256])   # MoCo_ResNet: 2 layers (ViT's has 3)
     pred_dims: List[int] = field(default_factory=lambda: [4096, 256])
     head_bn: bool = True                    # BatchNorm in projector and predictor
 
@@ -185,7 +188,8 @@ class OptimRecipe:
     weight_decay: float = 1e-4
     exclude_bn_bias: bool = False           # no weight decay (and no LARS scaling) for BN and biases
     warmup_epochs: float = 0.0
-    min_lr: float = 0.0
+    warmup_fraction: float = 0.0            # warm-up as a fraction of all steps (SlimCLR's warmup_proportion)
+    min_lr: float = 0.0                     # warm-up start and lr floor (SlimCLR's lr_scheduler: 1e-8)
     grad_clip: Optional[float] = None       # max global gradient norm
     trust_coefficient: float = 0.001        # LARS eta
     lr_scale: Dict[str, float] = field(default_factory=dict)   # lr multiplier per module, e.g. {predictor: 10}
@@ -198,6 +202,10 @@ class OptimRecipe:
                 raise ValueError(f"lr_scale.{module}: expected a positive multiplier, got {scale}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.min_lr < 0:
             raise ValueError("weight_decay, warmup_epochs and min_lr must be >= 0")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction: expected a fraction of all steps in [0, 1), got {self.warmup_fraction}")
+        if self.warmup_fraction and self.warmup_epochs:
+            raise ValueError("warmup_fraction: set either warmup_epochs or warmup_fraction, not both")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip: expected a positive norm or null, got {self.grad_clip}")
 
@@ -288,6 +296,16 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
         raise ConfigError(f"{source}: key 'method.bn_groups': expected a divisor of data.batch_size="
                           f"{recipe.data.batch_size} leaving at least 2 images per BN batch, got {groups}")
     return recipe
+
+
+def check_world(recipe: Recipe, world_size: int, source: str) -> None:
+    """Refuse settings that cannot take effect with ``world_size`` processes (before any work starts)."""
+    method = recipe.method
+    if getattr(method, "shuffle_bn", False) and world_size * method.bn_groups == 1:
+        raise ConfigError(f"{source}: key 'method.shuffle_bn': true, but this run has one process and "
+                          f"method.bn_groups=1, so every key is normalized in one BN batch and no shuffle can "
+                          f"happen; set method.bn_groups: N (N BN batches per rank, as on N GPUs) or "
+                          f"method.shuffle_bn: false")
 
 
 def load_recipe(path: "str | Path", overrides: Sequence[str] = ()) -> Recipe:

@@ -92,7 +92,8 @@ class SlimMLP(nn.Module):
     """
 
     def __init__(self, dims: Sequence[int], widths: Sequence[float], last_bn: bool = False,
-                 bn: bool = True, last_bn_affine: bool = True, slim_output: bool = False):
+                 bn: bool = True, last_bn_affine: bool = True, slim_output: bool = False,
+                 bias: Optional[bool] = None):
         super().__init__()
         if len(dims) < 2:
             raise ValueError(f"an MLP needs at least input and output sizes, got {list(dims)}")
@@ -104,7 +105,8 @@ class SlimMLP(nn.Module):
         for i in range(n):
             last = i == n - 1
             use_bn = last_bn if last else bn
-            layers.append(SlimLinear(dims[i], dims[i + 1], bias=not use_bn))
+            # By default a linear layer has a bias unless a BN follows; MoCo v3 has none at all.
+            layers.append(SlimLinear(dims[i], dims[i + 1], bias=not use_bn if bias is None else bias))
             if use_bn:
                 sizes = [self._out_size(i, w) for w in self.widths]
                 affine = last_bn_affine if last else True
@@ -131,6 +133,20 @@ class SlimMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+    def describe(self, index: int, in_features: int):
+        """``(text, out_features)``: the layers this head runs at width number ``index`` on ``in_features``."""
+        width, parts, size, linear_i = self.widths[index], [], in_features, 0
+        for m in self.layers:
+            if isinstance(m, SlimLinear):
+                out = self._out_size(linear_i, width)
+                parts.append(f"Linear({size}->{out}{'' if m.bias is not None else ', no bias'})")
+                size, linear_i = out, linear_i + 1
+            elif isinstance(m, _SwitchableBatchNorm):
+                parts.append("BN" if m.bn[index].affine else "BN(no affine)")
+            elif isinstance(m, nn.ReLU):
+                parts.append("ReLU")
+        return " ".join(parts), size
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from .errors import SlimBenchError
 from .loader import build_loader
 from .methods import PretrainMethod, StepContext, build_method
 from .optim import LRSchedule, build_optimizer, set_lr
-from .recipe import Recipe, RunRecipe, SlimCLRRecipe, recipe_dict
+from .recipe import Recipe, RunRecipe, SlimCLRRecipe, check_world, recipe_dict
 from .resnet import SlimResNet, parse_arch
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,23 @@ def build_encoder(recipe: Recipe) -> SlimResNet:
     """The recipe's slimmable encoder (pooled features, no classifier)."""
     m = recipe.model
     return SlimResNet(parse_arch(m.arch), widths=m.widths, stem=m.stem, zero_init_residual=m.zero_init_residual)
+
+
+def slim_start_step(recipe: Recipe, steps_per_epoch: int) -> int:
+    """The first step at which every width trains (0 for methods without a slow start)."""
+    if isinstance(recipe.method, SlimCLRRecipe):
+        return math.ceil(recipe.method.slim_start_epoch * steps_per_epoch)
+    return 0
+
+
+def lr_schedule(recipe: Recipe, steps_per_epoch: int) -> LRSchedule:
+    """The recipe's learning rate as a function of the step."""
+    total = recipe.run.epochs * steps_per_epoch
+    start = slim_start_step(recipe, steps_per_epoch)
+    replace_lr = recipe.method.slim_start_lr if isinstance(recipe.method, SlimCLRRecipe) and start > 0 else None
+    o = recipe.optim
+    warmup = o.warmup_fraction * total if o.warmup_fraction else o.warmup_epochs * steps_per_epoch
+    return LRSchedule(o.lr, total, warmup, o.min_lr, start if replace_lr is not None else None, replace_lr)
 
 
 def cpu_has_amx() -> bool:
@@ -188,6 +205,7 @@ class Trainer:
     def _setup(self, info: DistInfo) -> None:
         r = self.recipe
         self.info = info
+        check_world(r, info.world_size, "the recipe")
         torch.manual_seed(r.run.seed)
         random.seed(r.run.seed)
         np.random.seed(r.run.seed)
@@ -206,14 +224,8 @@ class Trainer:
         self.steps_per_epoch = self.sampler.batches_per_epoch
         self.total_steps = r.run.epochs * self.steps_per_epoch
         self.stop_step = min(self.total_steps, r.run.max_steps or self.total_steps)
-        self.slim_start_step = 0
-        restart_lr = None
-        if isinstance(r.method, SlimCLRRecipe):
-            self.slim_start_step = math.ceil(r.method.slim_start_epoch * self.steps_per_epoch)
-            restart_lr = r.method.slim_start_lr if self.slim_start_step > 0 else None
-        self.schedule = LRSchedule(r.optim.lr, self.total_steps, round(r.optim.warmup_epochs * self.steps_per_epoch),
-                                   r.optim.min_lr, self.slim_start_step if restart_lr is not None else None,
-                                   restart_lr)
+        self.slim_start_step = slim_start_step(r, self.steps_per_epoch)
+        self.schedule = lr_schedule(r, self.steps_per_epoch)
         self.model: nn.Module = self.method
         if info.distributed:
             # Sub-networks (and, before the slim start, every sub-network-only BN) leave some
@@ -291,8 +303,9 @@ class Trainer:
 
     def _slim_start_message(self) -> str:
         r = self.recipe.method
-        how = (f"the lr is set to slim_start_lr={r.slim_start_lr:g} and decays from there"
-               if r.slim_start_lr is not None else f"the lr continues the schedule at {self.schedule(self.slim_start_step):.4g}")
+        lr = self.schedule(self.slim_start_step)
+        how = (f"the schedule's base lr is now slim_start_lr={r.slim_start_lr:g} (lr {lr:.4g} at this step)"
+               if r.slim_start_lr is not None else f"the lr continues the schedule at {lr:.4g}")
         return (f"slow start over at step {self.slim_start_step} (epoch {r.slim_start_epoch:g}): "
                 f"every width trains from now on; {how}")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -23,7 +24,7 @@ def register(sub, list_sub) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     import yaml
 
-    from pretrain.recipe import load_recipe, recipe_dict
+    from pretrain.recipe import check_world, load_recipe, recipe_dict
 
     overrides = list(args.overrides)
     if args.data_root is not None:
@@ -31,7 +32,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.config, overrides)
     if args.dry_run:
         print(yaml.safe_dump(recipe_dict(recipe), sort_keys=False), end="")
+        print(heads_summary(recipe))
         return 0
+    check_world(recipe, int(os.environ.get("WORLD_SIZE", "1")), str(args.config))
     from pretrain.trainer import train
 
     out = args.out or Path("runs/pretrain") / args.config.stem
@@ -39,3 +42,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     print(f"wrote {result.checkpoint}: {recipe.method.name} {recipe.model.arch} widths {recipe.model.widths}, "
           f"{result.steps}/{result.total_steps} steps, last loss {result.last_loss:.4f}")
     return 0
+
+
+def heads_summary(recipe) -> str:
+    """Comment lines: each trained head's layers at the largest and the smallest width."""
+    from pretrain.methods import build_method
+    from pretrain.spec import format_width
+    from pretrain.trainer import build_encoder
+
+    method = build_method(recipe, build_encoder(recipe))
+    widths = list(recipe.model.widths)
+    lines = []
+    for index in sorted({0, len(widths) - 1}):
+        for name, layers in method.head_summary(index).items():
+            lines.append(f"# {name} at w{format_width(widths[index])}: {layers}")
+    return "\n".join(lines)

@@ -54,6 +54,16 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
         t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
 
 
+@torch.no_grad()
+def normal_init_(module: nn.Module, std: float) -> None:
+    """Linear weights from ``N(0, std)`` and zero biases (SlimCLR's ``s_resnet.py`` ``reset_parameters``)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            m.weight.normal_(0.0, std)
+            if m.bias is not None:
+                m.bias.zero_()
+
+
 def cosine_momentum(base: float, step: int, total_steps: int) -> float:
     """BYOL's schedule: ``1 - (1 - base) * (cos(pi k / K) + 1) / 2``, rising from ``base`` to 1."""
     progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
@@ -88,6 +98,18 @@ class PretrainMethod(nn.Module):
         for online, target in self.online_and_target():
             ema_update(target, online, m)
         return m
+
+    def head_summary(self, index: int) -> Dict[str, str]:
+        """The layers of each trained head at the listed width number ``index``, e.g. for ``--dry-run``."""
+        from ..slim_ops import SlimMLP
+        from ..spec import SubnetSpec
+
+        features = self.encoder.num_features(SubnetSpec(self.encoder.widths[index]))
+        out = {}
+        for name, module in self.named_children():   # heads in the order they run (projector, predictor)
+            if isinstance(module, SlimMLP) and any(p.requires_grad for p in module.parameters()):
+                out[name], features = module.describe(index, features)
+        return out
 
     def desired(self) -> List[str]:
         """Sub-network names recorded in the checkpoint as the ones to show first."""

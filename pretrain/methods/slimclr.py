@@ -1,18 +1,21 @@
 """What SlimCLR adds to a contrastive method: slow start, online distillation, loss re-weighting.
 
-SlimCLR (Zhao & Wang, IJCV 2024), per step::
+SlimCLR (Zhao & Wang, IJCV 2024; mzhaoshuai/SlimCLR ``models/s_moco.py``, ``s_mocov3.py``), per step::
 
     keys  = full-width key (momentum) encoder on the other view        # no gradient
     for each width w, full width first:                                # all widths after slow start
-        logits_w = contrastive logits of query(w) against keys (and the queue)
-        L_w      = InfoNCE(logits_w)
+        s_w   = cosine similarities of query(w) with the keys (and the queue)
+        L_w   = InfoNCE(s_w / T)                                       # x 2T for MoCo v3
         if w is a sub-network and distillation is on:
-            L_w  = (1 - a) * L_w + a * T_s^2 * CE(softmax(logits_full.detach() / T_t), log_softmax(logits_w / T_s))
+            L_w = (1 - a) * L_w + a * T_s^2 * CE(softmax(d_full.detach() / T_t), log_softmax(d_w / T_s))
     loss = sum_w weight_w * L_w          # weight_full = 1 + sum(widths) - max(widths), others 1
 
-Before ``slim_start_epoch`` only the full width runs (weight 1), so sub-network losses are zero
-and parameters used only by sub-networks get no gradient. The variants (MoCo v2 with a queue,
-MoCo v3 symmetric without one) say how keys and logits are made.
+The distilled logits ``d_w`` are what upstream's loss function returns beside the loss: the raw
+similarities ``s_w`` for MoCo v2 (``InfoNCE`` applies T only inside the cross-entropy) and
+``s_w / T`` for MoCo v3 (``contrastive_loss`` returns ``q k^T / T``); the temperature ``T`` never
+enters the distillation twice. Before ``slim_start_epoch`` only the full width runs (weight 1), so
+sub-network losses are zero and parameters used only by sub-networks get no gradient. The
+variants (MoCo v2 with a queue, MoCo v3 symmetric without one) say how keys and similarities are made.
 """
 from __future__ import annotations
 
@@ -25,35 +28,47 @@ from ..losses import info_nce, soft_cross_entropy, width_loss_weights
 from ..spec import SubnetSpec, format_width
 from .base import PretrainMethod, StepContext
 
-Logits = List[Tuple[torch.Tensor, torch.Tensor]]   # (logits, labels) per loss direction
+Similarities = List[Tuple[torch.Tensor, torch.Tensor]]   # (cosine similarities, labels) per loss direction
 
 
 class SlimCLR(PretrainMethod, abc.ABC):
-    """The SlimCLR step; subclasses implement ``compute_keys``, ``width_logits`` and ``after_keys``."""
+    """The SlimCLR step; subclasses implement ``compute_keys``, ``width_similarities`` and ``after_keys``."""
 
-    # MoCo v3 scales its contrastive loss by 2T; MoCo v2 does not.
+    # MoCo v3 scales its contrastive loss by 2T and distils the logits divided by T; MoCo v2 neither.
     nce_scale_by_temperature = False
+    distill_scaled_logits = False
 
     def __init__(self, encoder, method_recipe, seed: int = 0):
         super().__init__(encoder, method_recipe, seed)
         self.widths = list(encoder.widths)
         self.loss_weights = width_loss_weights(self.widths, method_recipe.loss_weights)
+        self.recorded = None   # set to {} to keep the step's embeddings (parity tests)
+
+    def keep(self, name: str, tensor: torch.Tensor) -> None:
+        """Keep a detached copy of one of the step's embeddings when ``recorded`` is a dict."""
+        if self.recorded is not None:
+            self.recorded[name] = tensor.detach().clone()
 
     @abc.abstractmethod
     def compute_keys(self, view1: torch.Tensor, view2: torch.Tensor):
         """Full-width keys from the momentum encoder (no gradient)."""
 
     @abc.abstractmethod
-    def width_logits(self, index: int, view1: torch.Tensor, view2: torch.Tensor, keys) -> Logits:
-        """Contrastive logits (already divided by the temperature) of the query at width ``index``."""
+    def width_similarities(self, index: int, view1: torch.Tensor, view2: torch.Tensor, keys) -> Similarities:
+        """Cosine similarities (not divided by the temperature) of the query at width ``index`` with the keys."""
 
     def after_keys(self, keys) -> None:
         """Hook after the loss is built (MoCo v2 enqueues its keys here)."""
+
+    def momentum_at(self, ctx: StepContext) -> float:
+        """The EMA after step ``s`` is the one upstream makes before step ``s + 1``, at that step's momentum."""
+        return super().momentum_at(StepContext(ctx.step + 1, ctx.total_steps, ctx.epoch, ctx.slim_active))
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor,
                 ctx: StepContext) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         cfg = self.cfg
         nce_scale = 2.0 * cfg.temperature if self.nce_scale_by_temperature else 1.0
+        distill_scale = 1.0 / cfg.temperature if self.distill_scaled_logits else 1.0
         keys = self.compute_keys(view1, view2)
         widths = self.widths if ctx.slim_active else self.widths[:1]
         total = view1.new_zeros((), dtype=torch.float32)
@@ -61,15 +76,15 @@ class SlimCLR(PretrainMethod, abc.ABC):
         teacher: List[torch.Tensor] = []
         for i, width in enumerate(widths):
             name = f"w{format_width(width)}"
-            pairs = self.width_logits(i, view1, view2, keys)
-            nce = sum(info_nce(logits, labels) for logits, labels in pairs) * nce_scale
+            pairs = self.width_similarities(i, view1, view2, keys)
+            nce = sum(info_nce(sim / cfg.temperature, labels) for sim, labels in pairs) * nce_scale
             terms[f"{name}/infonce"] = nce.detach()
             loss = nce
             if i == 0:
-                teacher = [logits.detach() for logits, _ in pairs]
+                teacher = [sim.detach() * distill_scale for sim, _ in pairs]
             elif cfg.distill:
-                kd = sum(soft_cross_entropy(logits, t, cfg.student_temp, cfg.teacher_temp)
-                         for (logits, _), t in zip(pairs, teacher))
+                kd = sum(soft_cross_entropy(sim * distill_scale, t, cfg.student_temp, cfg.teacher_temp)
+                         for (sim, _), t in zip(pairs, teacher))
                 terms[f"{name}/kd"] = kd.detach()
                 loss = (1.0 - cfg.distill_alpha) * nce + cfg.distill_alpha * kd
             # Re-weighting balances the full width against the sub-networks; alone, it keeps weight 1.

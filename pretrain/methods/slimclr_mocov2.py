@@ -4,7 +4,7 @@ Per step (on top of ``SlimCLR``'s loop over widths)::
 
     k         = normalize(key_head(key_encoder(shuffle(view2))))  # full width, no gradient; unshuffled
     q_w       = normalize(head_w(encoder_w(view1)))
-    logits_w  = [q_w . k, q_w . queue] / T                        # positive at index 0
+    s_w       = [q_w . k, q_w . queue]                            # positive at index 0; InfoNCE(s_w / T)
     enqueue(all_gather(k))                                        # keys of every rank
     key_encoder, key_head <- m * key + (1 - m) * query            # after the optimizer step
 
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from ..distributed import batch_shuffle, batch_unshuffle, concat_all_gather, world_size
 from ..slim_ops import SlimMLP
-from ..spec import SubnetSpec
-from .base import frozen_copy, register_method
+from ..spec import SubnetSpec, format_width
+from .base import frozen_copy, normal_init_, register_method
 from .slimclr import SlimCLR
 
 
@@ -34,6 +34,8 @@ class SlimCLRMoCoV2(SlimCLR):
         feat = encoder.num_features(SubnetSpec(encoder.widths[0]))
         # MoCo v2's head: Linear-ReLU-Linear, no BN; the hidden layer slims with the width.
         self.head = SlimMLP([feat, *method_recipe.proj_dims], self.widths, bn=False)
+        if method_recipe.head_init_std is not None:   # upstream's head is the encoder's fc, initialised with it
+            normal_init_(self.head, method_recipe.head_init_std)
         self.key_encoder = frozen_copy(encoder)
         self.key_head = frozen_copy(self.head)
         dim = method_recipe.proj_dims[-1]
@@ -65,19 +67,21 @@ class SlimCLRMoCoV2(SlimCLR):
         else:
             k = self._grouped(self.key_encoder, self.key_head, view2)
         k = F.normalize(k, dim=1)
+        self.keep("k", k)
+        self.keep("queue", self.queue)
         # Clone the queue: it is updated in place after the logits that use it are built.
         return k, self.queue.clone()
 
-    def width_logits(self, index, view1, view2, keys):
+    def width_similarities(self, index, view1, view2, keys):
         k, queue = keys
         self.encoder.set_subnet(SubnetSpec(self.widths[index]))
         self.head.set_width_index(index)
         q = F.normalize(self._grouped(self.encoder, self.head, view1), dim=1)
+        self.keep(f"q/w{format_width(self.widths[index])}", q)
         pos = (q * k).sum(dim=1, keepdim=True)
         neg = q @ queue.to(q.dtype)
-        logits = torch.cat([pos, neg], dim=1) / self.cfg.temperature
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-        return [(logits, labels)]
+        return [(torch.cat([pos, neg], dim=1), labels)]
 
     @torch.no_grad()
     def after_keys(self, keys) -> None:

@@ -1,5 +1,6 @@
 """SlimCLR (MoCo v2 / v3) and DSPNet steps: slow start, distillation, queue, EMA, sampling."""
 import copy
+import math
 
 import pytest
 import torch
@@ -152,7 +153,8 @@ def test_ema_update_and_momentum_schedules():
     online = [p.clone() for p in method.encoder.parameters()]
     ctx = StepContext(step=5, total_steps=10, epoch=0.0)
     m = method.update_target(ctx)
-    assert m == pytest.approx(1 - 0.1 * 0.5)   # cosine schedule half-way: 0.95
+    # The EMA after step 5 is the one MoCo v3 makes before step 6, at that step's momentum.
+    assert m == pytest.approx(1 - 0.5 * (1 + math.cos(math.pi * 6 / 10)) * 0.1)
     for b, o, a in zip(before, online, method.key_encoder.parameters()):
         assert torch.allclose(a, m * b + (1 - m) * o)
     assert all(not p.requires_grad for p in method.key_encoder.parameters())
@@ -287,12 +289,15 @@ def test_lr_scale_multiplies_the_scheduled_lr_of_one_module():
         param_groups(method, 1e-4, exclude_bn_bias=True, lr_scale={"head": 10.0})
 
 
-def test_lr_schedule_warmup_cosine_and_slim_start_restart():
+def test_lr_schedule_warmup_cosine_and_slim_start_replacement():
     s = LRSchedule(peak=1.0, total_steps=110, warmup_steps=10, floor=0.0)
-    assert s(0) == pytest.approx(0.1) and s(9) == pytest.approx(1.0)
-    assert s(10) == pytest.approx(1.0) and s(60) == pytest.approx(0.5) and s(110) == pytest.approx(0.0)
-    r = LRSchedule(peak=1.0, total_steps=110, warmup_steps=10, restart_step=60, restart_lr=0.8)
-    assert r(59) == s(59) and r(60) == pytest.approx(0.8) and r(85) == pytest.approx(0.4)
+    assert s(0) == 0.0 and s(5) == pytest.approx(0.5) and s(10) == pytest.approx(1.0)
+    assert s(60) == pytest.approx(0.5) and s(110) == pytest.approx(0.0)
+    # slim_start_lr replaces the base lr; the cosine keeps its place (half-way: half the new base).
+    r = LRSchedule(peak=1.0, total_steps=110, warmup_steps=10, replace_step=60, replace_lr=0.8)
+    assert r(59) == s(59) and r(60) == pytest.approx(0.4) and r(85) == pytest.approx(0.8 * s(85))
+    floor = LRSchedule(peak=1.0, total_steps=110, warmup_steps=10, floor=1e-3)
+    assert floor(0) == 1e-3 and floor(110) == 1e-3 and floor(5) == pytest.approx(1e-3 + 0.5 * (1 - 1e-3))
 
 
 @pytest.mark.parametrize("last_bn", [False, True])

@@ -34,6 +34,9 @@ def test_slimclr_mocov2_recipes_as_published(stem, epochs, start):
     assert (r.method.queue_size, r.method.momentum, r.method.temperature) == (65536, 0.999, 0.2)
     assert r.model.widths == [1.0, 0.75, 0.5, 0.25] and r.model.arch == "slim_resnet50"
     assert (r.method.distill_alpha, r.method.teacher_temp, r.method.student_temp) == (0.5, 5.0, 5.0)
+    # mocov2.sh passes no slim_start_lr: params.py's 1e-4; warmup_proportion 0.05 (200 ep) / 0.0125 (800 ep)
+    assert (r.method.slim_start_lr, r.optim.warmup_fraction, r.optim.min_lr) == (1e-4, 10 / epochs, 1e-8)
+    assert r.model.zero_init_residual and r.method.shuffle_bn and not r.optim.exclude_bn_bias
 
 
 def test_slimclr_mocov3_recipe_as_published():
@@ -42,6 +45,8 @@ def test_slimclr_mocov3_recipe_as_published():
     assert (r.run.epochs, r.method.slim_start_epoch, r.optim.name, r.optim.lr, r.optim.weight_decay) == \
         (300, 150, "lars", 1.2, 1e-6)
     assert (r.method.temperature, r.method.momentum, r.method.momentum_schedule) == (1.0, 0.99, "cosine")
+    assert (r.method.slim_start_lr, r.optim.warmup_fraction, r.optim.min_lr) == (3.2, 0.033, 1e-8)
+    assert (r.method.proj_dims, r.method.pred_dims) == ([4096, 256], [4096, 256])   # MoCo_ResNet, 2 layers each
 
 
 def test_method_defaults_differ_per_method():
@@ -76,6 +81,10 @@ def write(tmp_path, data):
      "method.bn_groups"),
     ({"method": {"name": "slimclr-mocov2"}, "optim": {"lr_scale": {"predictor": 10}}}, "optim.lr_scale.predictor"),
     ({"method": {"name": "dspnet-byol"}, "optim": {"lr_scale": {"predictor": 0}}}, "lr_scale.predictor"),
+    ({"method": {"name": "slimclr-mocov2"}, "optim": {"warmup_fraction": 1.5}}, "optim.warmup_fraction"),
+    ({"method": {"name": "slimclr-mocov2"}, "optim": {"warmup_fraction": 0.1, "warmup_epochs": 2}},
+     "optim.warmup_fraction"),
+    ({"method": {"name": "slimclr-mocov3", "head_init_std": 0}}, "method.head_init_std"),
 ])
 def test_bad_recipes_name_the_file_and_the_key(tmp_path, data, key):
     data.setdefault("data", {"dataset": "fashion-mnist"})
@@ -94,3 +103,29 @@ def test_dry_run_prints_the_resolved_recipe_with_overrides(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
     assert main(["pretrain", "--config", str(path), "--dry-run", "optim.lrr=1"]) == 2
     assert "optim.lrr" in capsys.readouterr().err
+
+
+def test_dry_run_shows_mocov3_heads_at_the_largest_and_smallest_width(capsys):
+    path = next(p for p in RECIPES if p.stem == "slimclr-mocov3-r50-300ep")
+    assert main(["pretrain", "--config", str(path), "--dry-run"]) == 0
+    heads = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# ")]
+    assert heads == [
+        "# projector at w1.0: Linear(2048->4096, no bias) BN ReLU Linear(4096->256, no bias) BN(no affine)",
+        "# predictor at w1.0: Linear(256->4096, no bias) BN ReLU Linear(4096->256, no bias)",
+        "# projector at w0.25: Linear(512->1024, no bias) BN ReLU Linear(1024->256, no bias) BN(no affine)",
+        "# predictor at w0.25: Linear(256->1024, no bias) BN ReLU Linear(1024->256, no bias)"]
+
+
+def test_shuffle_bn_that_cannot_shuffle_is_refused_before_training(tmp_path, capsys):
+    data = {"method": {"name": "slimclr-mocov2", "queue_size": 8, "proj_dims": [8, 8]},
+            "model": {"arch": "slim_resnet18", "widths": [1.0, 0.5], "stem": "small"},
+            "data": {"dataset": "fashion-mnist", "image_size": 8, "batch_size": 4, "workers": 0, "limit": 8}}
+    path = write(tmp_path, data)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "method.shuffle_bn" in err and "bn_groups" in err
+    assert not out.exists()
+    data["method"]["bn_groups"] = 2          # two BN batches of 2: the shuffle can work on one process
+    assert main(["pretrain", "--config", str(write(tmp_path, data)), "--out", str(out), "--no-progress",
+                 "run.max_steps=1"]) == 0
