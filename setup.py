@@ -13,6 +13,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pretrain", "pretrain.*", "transfer", "transfer.*",
                                     "benchmarks", "benchmarks.*"]),
+    # SimCLR's ImageNet 1% / 10% lists, read by transfer/protocols/semi.py from beside the module
+    package_data={"transfer.protocols": ["imagenet_subsets/*.txt", "imagenet_subsets/SOURCE.md"]},
     install_requires=["torch>=2.4", "torchvision", "numpy", "pillow", "PyYAML", "tqdm", "matplotlib"],
     extras_require={"seg": ["mmengine", "mmcv-lite", "mmsegmentation", "ftfy", "regex"],
                     "det": ["pycocotools"], "test": ["pytest", "hypothesis"]},

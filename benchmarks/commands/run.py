@@ -63,13 +63,15 @@ def cmd_list_suites(args: argparse.Namespace) -> int:
     from benchmarks.suites import load_suite, suite_paths
     from pretrain.errors import SlimBenchError
 
-    print(f"{'suite':<22}{'protocol':<13}{'dataset':<13}description")
-    for path in suite_paths():
+    paths = suite_paths()
+    w = max([len("suite")] + [len(p.stem) for p in paths]) + 2   # the name column fits the longest name
+    print(f"{'suite':<{w}}{'protocol':<13}{'dataset':<13}description")
+    for path in paths:
         try:
             s = load_suite(str(path))
         except SlimBenchError as e:
-            print(f"{path.stem:<22}{'?':<13}{'?':<13}INVALID: {e}")
+            print(f"{path.stem:<{w}}{'?':<13}{'?':<13}INVALID: {e}")
             continue
         kind = getattr(s.dataset, "kind", "-")
-        print(f"{s.name:<22}{s.protocol:<13}{kind:<13}{s.description}")
+        print(f"{s.name:<{w}}{s.protocol:<13}{kind:<13}{s.description}")
     return 0

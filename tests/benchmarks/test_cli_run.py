@@ -84,7 +84,7 @@ def test_failed_protocol_is_recorded_as_failed(setup, capsys):
     tmp_path, ckpt = setup
     suite = tmp_path / "semi.yaml"
     suite.write_text("protocol: semi\ndataset: {kind: imagefolder, resolution: 16}\n"
-                     "params: {subset_file: missing.txt, workers: 0}\n")
+                     "params: {subset: file, subset_file: missing.txt, workers: 0}\n")
     assert bench(tmp_path, "run", "--suite", str(suite), "--checkpoint", str(ckpt),
                  "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "runs")) == 2
     assert "missing.txt: no such file" in capsys.readouterr().err

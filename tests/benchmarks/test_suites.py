@@ -7,7 +7,8 @@ from pretrain.errors import ConfigError, DataError
 from pretrain.spec import SubnetError, SubnetSpec
 from tests.transfer.conftest import make_checkpoint
 
-SHIPPED = {"imagenet-linear", "imagenet-linear-fast", "imagenet-semi-1pct", "imagenet-semi-10pct", "imagenet-knn",
+SHIPPED = {"imagenet-linear", "imagenet-linear-fast", "imagenet-linear-slimclr-mocov2",
+           "imagenet-linear-slimclr-mocov3", "imagenet-semi-1pct", "imagenet-semi-10pct", "imagenet-knn",
            "complexity", "latency", "fmnist-linear", "fmnist-linear-fast", "fmnist-knn", "fmnist-semi-10pct"}
 
 
@@ -22,8 +23,29 @@ def test_every_shipped_suite_loads():
     for name in SHIPPED:  # detection and segmentation suites are tested with their protocols
         suite = load_suite(name)
         assert suite.name == name and suite.description
-    assert load_suite("imagenet-linear").params.lr == 30.0
-    assert load_suite("imagenet-semi-1pct").params.label_fraction == 0.01
+    assert load_suite("imagenet-semi-1pct").params.subset == "simclr-1pct"
+    assert load_suite("fmnist-semi-10pct").params.subset == "balanced"
+
+
+def test_imagenet_suites_name_whose_protocol_they_are():
+    for name in sorted(n for n in SHIPPED if n.startswith("imagenet-")):
+        description = load_suite(name).description
+        assert "\n" not in description
+        assert any(who in description for who in ("MoCo's", "SlimCLR's", "DINO's", "SimCLR's")), name
+
+
+def test_linear_suites_follow_moco_and_slimclr():
+    p = load_suite("imagenet-linear").params  # MoCo's main_lincls.py: no distillation
+    assert (p.lr, p.batch_size, p.epochs, p.schedule, p.milestones, p.weight_decay, p.distill) == \
+        (30.0, 256, 100, "step", [60, 80], 0.0, False)
+    p = load_suite("imagenet-linear-slimclr-mocov2").params  # SlimCLR scripts/mocov2.sh
+    assert (p.lr, p.batch_size, p.epochs, p.schedule, p.milestones, p.weight_decay, p.momentum, p.distill) == \
+        (60.0, 1024, 100, "step", [60, 80], 0.0, 0.9, True)
+    p = load_suite("imagenet-linear-slimclr-mocov3").params  # SlimCLR scripts/mocov3.sh
+    assert (p.lr, p.batch_size, p.epochs, p.schedule, p.weight_decay, p.momentum, p.distill) == \
+        (0.4, 1024, 90, "cosine", 0.0, 0.9, True)
+    with pytest.raises(ConfigError, match=r"key 'params\.schedule': expected one of 'step', 'cosine', got 'poly'"):
+        load_suite("imagenet-linear", ["params.schedule=poly"])
 
 
 def test_unknown_keys_are_named(tmp_path):

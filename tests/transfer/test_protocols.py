@@ -111,8 +111,8 @@ def test_unstored_width_is_calibrated_on_training_images(tiny):
 @pytest.mark.slow
 def test_semi_fine_tunes_on_a_class_balanced_subset(tiny):
     # one batch holds every class: BatchNorm in train mode would erase a single-colour batch's colour
-    params = {"label_fraction": 0.5, "epochs": 15, "batch_size": 12, "lr": 0.01, "head_lr": 0.05, "workers": 0,
-              "rrc_scale": [0.5, 1.0]}
+    params = {"subset": "balanced", "label_fraction": 0.5, "epochs": 15, "batch_size": 12, "lr": 0.01,
+              "head_lr": 0.05, "workers": 0, "rrc_scale": [0.5, 1.0]}
     protocol, ctx = context(tiny, "semi", params, DATA)
     res = by_key(protocol.run(ctx))
     assert res[("w1.0", "top1")] >= 75.0 and res[("w0.5", "top1")] >= 75.0  # chance is 33%

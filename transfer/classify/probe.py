@@ -1,7 +1,9 @@
 """The switchable linear probe: one linear layer per sub-network, trained jointly as SlimCLR does.
 
 The full width (the ``teacher``) is trained with cross-entropy; every smaller sub-network with
-(cross-entropy + soft cross-entropy to the teacher's detached prediction) / 2.
+(cross-entropy + soft cross-entropy to the teacher's detached prediction) / 2, the losses summed
+over sub-networks. This is SlimCLR's ``inplace_distill_mixed`` probe loss (main_ssl_lincls.py,
+``train_epoch_slim``): softmax of the raw logits, temperature 1, ``slim_loss: sum``.
 """
 from __future__ import annotations
 

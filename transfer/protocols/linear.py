@@ -1,8 +1,12 @@
 """``linear`` and ``linear-fast``: the switchable linear probe on frozen sub-networks.
 
 ``linear`` is the MoCo/SlimCLR protocol: every extracted sub-network frozen in eval mode, one
-linear layer per sub-network trained jointly on augmented crops (RandomResizedCrop + flip), the
-full width with cross-entropy and smaller ones with (CE + soft CE to the full width) / 2.
+linear layer per sub-network trained jointly on augmented crops (RandomResizedCrop + flip); with
+``distill`` (SlimCLR) the full width learns by cross-entropy and smaller ones by (CE + soft CE to
+the full width) / 2, without it (MoCo) every layer by cross-entropy. ``schedule: step`` multiplies
+the lr by ``gamma`` at each epoch of ``milestones`` (MoCo's main_lincls.py); ``schedule: cosine``
+sets ``0.5 * lr * (1 + cos(pi * T / T_total))`` before every iteration T of the T_total the run
+makes, without warm-up (SlimCLR's lr_scheduler 'cos' mode).
 ``linear-fast`` computes each sub-network's center-crop features once, caches them, and trains
 the same probe on the cached features: far cheaper, no augmentation. Both report their wall time
 so the trade is visible beside the accuracies.
@@ -10,10 +14,11 @@ so the trade is visible beside the accuracies.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Literal, Sequence
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
@@ -40,9 +45,10 @@ class ProbeParams:
     lr: float = 30.0
     momentum: float = 0.9
     weight_decay: float = 0.0
-    milestones: List[int] = field(default_factory=lambda: [60, 80])  # epochs where lr is multiplied by gamma
+    schedule: Literal["step", "cosine"] = "step"  # step: per epoch at milestones (MoCo); cosine: per iteration
+    milestones: List[int] = field(default_factory=lambda: [60, 80])  # epochs where lr is multiplied by gamma (step)
     gamma: float = 0.1
-    distill: bool = True             # SlimCLR's soft CE from the full width for smaller sub-networks
+    distill: bool = True             # SlimCLR's soft CE from the full width for smaller sub-networks; false: CE (MoCo)
     feature_norm: bool = False       # BatchNorm1d without affine before each head (MAE); MoCo's recipe has none
     eval_batch_size: int = 256
     workers: int = 8
@@ -66,10 +72,46 @@ class LinearParams(ProbeParams):
             raise ValueError(f"rrc_scale must be [min, max] with 0 < min <= max <= 1, got {self.rrc_scale}")
 
 
-def make_optimizer(probe: torch.nn.Module, p: ProbeParams):
-    """SGD with momentum and a step schedule over epochs."""
-    opt = torch.optim.SGD(probe.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(p.milestones), gamma=p.gamma)
+def steps_per_epoch(samples: int, batch_size: int, min_batch: int = 1) -> int:
+    """Optimizer steps in one epoch of ``samples`` in batches of ``batch_size``; a last batch smaller than
+    ``min_batch`` is skipped (BatchNorm of ``feature_norm`` cannot normalise one sample)."""
+    full, rest = divmod(samples, batch_size)
+    return full + (1 if rest >= min_batch else 0)
+
+
+class ProbeOptimizer:
+    """SGD with momentum and the suite's schedule, stepped where the schedule says.
+
+    ``step`` is an epoch for ``schedule: step`` (``MultiStepLR`` at ``milestones``) and an iteration for
+    ``schedule: cosine`` (``LambdaLR`` with factor ``0.5 * (1 + cos(pi * T / T_total))``, T the number of
+    optimizer steps taken, T_total = ``iters_per_epoch * epochs``; no warm-up).
+    """
+
+    def __init__(self, probe: torch.nn.Module, p: ProbeParams, iters_per_epoch: int):
+        self.opt = torch.optim.SGD(probe.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+        self.per_iteration = p.schedule == "cosine"
+        if self.per_iteration:
+            total = max(1, iters_per_epoch * p.epochs)
+            self.sched = torch.optim.lr_scheduler.LambdaLR(
+                self.opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * t / total)))
+        else:
+            self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=list(p.milestones), gamma=p.gamma)
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One iteration: backward, SGD step, and the cosine schedule's step."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.per_iteration:
+            self.sched.step()
+
+    def end_epoch(self) -> None:
+        if not self.per_iteration:
+            self.sched.step()
 
 
 def frozen_subnets(ctx: RunContext) -> Dict[str, torch.nn.Module]:
@@ -110,7 +152,7 @@ class LinearProtocol(Protocol):
     name = "linear"
     Params = LinearParams
     Dataset = ClassificationData
-    description = "frozen sub-networks, switchable linear probe with SlimCLR distillation; top-1/top-5"
+    description = "frozen sub-networks, switchable linear probe (SlimCLR distillation with distill); top-1/top-5"
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
         start = time.perf_counter()
@@ -122,11 +164,13 @@ class LinearProtocol(Protocol):
         probe = SwitchableProbe([n.num_features for n in nets.values()], len(classes_of(train)),
                                 p.feature_norm).to(device)
         model = dist.wrap_ddp(probe, device)
-        opt, sched = make_optimizer(probe, p)
         sampler = DistributedSampler(train, seed=ctx.seed) if dist.world_size() > 1 else None
-        loader = DataLoader(train, batch_size=max(1, p.batch_size // dist.world_size()), shuffle=sampler is None,
+        local_batch = max(1, p.batch_size // dist.world_size())
+        loader = DataLoader(train, batch_size=local_batch, shuffle=sampler is None,
                             sampler=sampler, num_workers=p.workers, pin_memory=device.type == "cuda",
                             persistent_workers=p.workers > 0)
+        opt = ProbeOptimizer(probe, p, steps_per_epoch(len(sampler) if sampler is not None else len(train),
+                                                       local_batch, 2 if p.feature_norm else 1))
         teacher = teacher_index(ctx.subnets) if p.distill else None
         for epoch in range(p.epochs):
             if sampler is not None:
@@ -141,13 +185,10 @@ class LinearProtocol(Protocol):
                 with torch.no_grad():
                     feats = [pooled(net, images) for net in nets.values()]
                 loss = switchable_loss(model(feats), targets, teacher)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                opt.step(loss)
                 total, batches = total + loss.item(), batches + 1
-            sched.step()
-            log.info("linear epoch %d/%d: loss %.4f, lr %.4g", epoch + 1, p.epochs, total / max(batches, 1),
-                     opt.param_groups[0]["lr"])
+            opt.end_epoch()
+            log.info("linear epoch %d/%d: loss %.4f, lr %.4g", epoch + 1, p.epochs, total / max(batches, 1), opt.lr)
         accs = evaluate_probe(nets, probe, val, p, device)
         wall = time.perf_counter() - start
         for name, acc in accs.items():
@@ -176,9 +217,9 @@ def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.T
     """Train the switchable probe on in-memory features (one tensor per sub-network, rows aligned)."""
     torch.manual_seed(seed)  # the same probe whether the features came from the cache or were just extracted
     probe = SwitchableProbe([f.shape[1] for f in train_feats], num_classes, p.feature_norm).to(device)
-    opt, sched = make_optimizer(probe, p)
     g = torch.Generator().manual_seed(seed)
     n = len(labels)
+    opt = ProbeOptimizer(probe, p, steps_per_epoch(n, p.batch_size, 2 if p.feature_norm else 1))
     work = p.batch_size * num_classes * sum(f.shape[1] for f in train_feats)
     with threads_for(work, device):
         for _ in tqdm(range(p.epochs), desc="probe epochs", leave=False, mininterval=5):
@@ -189,11 +230,8 @@ def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.T
                 if p.feature_norm and len(idx) < 2:  # BatchNorm cannot normalise a single sample
                     continue
                 feats = [f[idx].to(device).float() for f in train_feats]
-                loss = switchable_loss(probe(feats), labels[idx].to(device), teacher)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            sched.step()
+                opt.step(switchable_loss(probe(feats), labels[idx].to(device), teacher))
+            opt.end_epoch()
     return probe.eval()
 
 

@@ -1,9 +1,11 @@
 """``semi``: fine-tune each whole extracted sub-network on 1% or 10% of the training labels.
 
-The labelled subset is read from a file list in the SimCLR format (one image file name per line,
-e.g. ``n01440764_10026.JPEG``) when ``subset_file`` is given, else drawn class-balanced and
-deterministically from ``seed``. Its digest is stored with the run, so results on different
-subsets are never confused.
+``params.subset`` names the labelled images: ``simclr-1pct`` / ``simclr-10pct`` are SimCLR's ImageNet
+file lists, shipped in ``imagenet_subsets/`` beside this module; ``file`` reads the user's own list
+(``subset_file``, one image file name per line, e.g. ``n01440764_10026.JPEG``); ``balanced`` draws
+``label_fraction`` of every class, deterministically from ``seed``. A list naming images the training
+folder lacks fails before any training. The subset's digest is stored with the run, so results on
+different subsets are never confused.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Literal, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -31,14 +33,20 @@ from .base import Protocol, Result, RunContext, register_protocol
 
 log = logging.getLogger(__name__)
 
+# SimCLR's lists (google-research/simclr, imagenet_subsets/, Apache-2.0), found beside this module
+SUBSETS_DIR = Path(__file__).resolve().parent / "imagenet_subsets"
+SIMCLR_SUBSETS = {"simclr-1pct": SUBSETS_DIR / "1percent.txt", "simclr-10pct": SUBSETS_DIR / "10percent.txt"}
+MISSING_SHOWN = 5                    # missing image names quoted in the error
+
 
 @dataclass
 class SemiParams:
-    """Fine-tuning recipe: SGD with Nesterov momentum and a cosine schedule."""
+    """Which images keep their labels, and the fine-tuning recipe (SGD, Nesterov momentum, cosine)."""
 
-    label_fraction: float = 0.01
-    subset_file: Optional[str] = None  # SimCLR file list; a relative path is read from --data-root
-    seed: int = 0                    # seed of the class-balanced subset when there is no file list
+    subset: Literal["simclr-1pct", "simclr-10pct", "balanced", "file"] = "simclr-1pct"
+    subset_file: Optional[str] = None  # subset: file; a relative path is read from --data-root
+    label_fraction: Optional[float] = None  # subset: balanced; fraction of every class that keeps its label
+    seed: int = 0                    # subset: balanced; seed of the draw
     epochs: int = 60
     batch_size: int = 256            # global batch, split across DDP processes
     lr: float = 0.01                 # backbone learning rate
@@ -50,10 +58,28 @@ class SemiParams:
     workers: int = 8
 
     def validate(self) -> None:
-        if not 0 < self.label_fraction <= 1:
+        if self.label_fraction is not None and not 0 < self.label_fraction <= 1:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        if self.subset == "balanced" and self.label_fraction is None:
+            raise ValueError("subset: balanced needs label_fraction (the fraction of every class that keeps its label)")
+        if self.subset != "balanced" and self.label_fraction is not None:
+            raise ValueError(f"label_fraction is used only with subset: balanced; subset: {self.subset} names its "
+                             f"own images")
+        if self.subset == "file" and not self.subset_file:
+            raise ValueError("subset: file needs subset_file (a list of image file names, one per line)")
+        if self.subset != "file" and self.subset_file:
+            raise ValueError(f"subset_file is read only with subset: file (got subset: {self.subset})")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.head_lr <= 0:
             raise ValueError("epochs, batch_size, lr and head_lr must be positive")
+
+    def subset_path(self, data_root: Optional[Path]) -> Optional[Path]:
+        """The file list this subset reads (None for ``balanced``)."""
+        if self.subset in SIMCLR_SUBSETS:
+            return SIMCLR_SUBSETS[self.subset]
+        if self.subset == "file":
+            path = Path(self.subset_file).expanduser()
+            return path if path.is_absolute() or data_root is None else Path(data_root) / path
+        return None
 
 
 def _file_names(ds) -> Optional[List[str]]:
@@ -63,8 +89,12 @@ def _file_names(ds) -> Optional[List[str]]:
     return None if samples is None else [Path(samples[j][0]).name for j in idx]
 
 
-def label_subset(ds, fraction: float, seed: int, subset_file: Optional[Path] = None) -> Tuple[List[int], str]:
-    """Indices of the labelled images and the digest of that subset (sha256 of its sorted names or indices)."""
+def label_subset(ds, fraction: Optional[float], seed: int,
+                 subset_file: Optional[Path] = None) -> Tuple[List[int], str]:
+    """Indices of the labelled images and the digest of that subset (sha256 of its sorted names or indices).
+
+    With ``subset_file`` the images it lists (all of them must be in ``ds``), else ``fraction`` of every
+    class drawn with ``seed``."""
     names = _file_names(ds)
     if subset_file is not None:
         if names is None:
@@ -74,11 +104,15 @@ def label_subset(ds, fraction: float, seed: int, subset_file: Optional[Path] = N
                             f"(the SimCLR format, e.g. n01440764_10026.JPEG)")
         wanted = {line.strip().split("/")[-1] for line in subset_file.read_text().splitlines() if line.strip()}
         indices = [i for i, n in enumerate(names) if n in wanted]
-        if len(indices) < len(wanted):
-            missing = sorted(wanted - {names[i] for i in indices})
+        missing = sorted(wanted - {names[i] for i in indices})
+        if missing:
+            base = ds.dataset if isinstance(ds, Subset) else ds
+            where = getattr(base, "root", "the training set")
             raise DataError(f"subset file {subset_file}: {len(missing)} of {len(wanted)} listed images are not in "
-                            f"the training set (e.g. {missing[:3]})")
+                            f"{where} ({len(names)} images); first missing: {', '.join(missing[:MISSING_SHOWN])}")
     else:
+        if fraction is None:
+            raise ValueError("a class-balanced subset needs a label fraction")
         targets = targets_of(ds)
         g = torch.Generator().manual_seed(seed)
         indices = []
@@ -140,18 +174,16 @@ class SemiProtocol(Protocol):
     name = "semi"
     Params = SemiParams
     Dataset = ClassificationData
-    description = "fine-tune each sub-network on a labelled subset (1% / 10%); top-1/top-5"
+    description = "fine-tune each sub-network on a labelled subset (SimCLR 1%/10% list, a file, balanced); top-1/top-5"
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
         p, d, device = ctx.params, ctx.dataset, ctx.device
         train_full = d.split(ctx.data_root, "train", d.train_transform(p.rrc_scale))
-        subset_file = None
-        if p.subset_file:
-            subset_file = Path(p.subset_file)
-            subset_file = subset_file if subset_file.is_absolute() else Path(ctx.data_root) / subset_file
-        indices, digest = label_subset(train_full, p.label_fraction, p.seed, subset_file)
-        ctx.info.update(subset_digest=digest, subset_size=len(indices),
-                        subset_source=str(subset_file) if subset_file else f"class-balanced seed {p.seed}")
+        subset_file = p.subset_path(ctx.data_root)
+        indices, digest = label_subset(train_full, p.label_fraction, p.seed, subset_file)  # before any training
+        source = (f"class-balanced {p.label_fraction} seed {p.seed}" if subset_file is None
+                  else f"{p.subset} ({subset_file})")
+        ctx.info.update(subset_digest=digest, subset_size=len(indices), subset_source=source)
         log.info("semi: %d labelled images (subset digest %s)", len(indices), digest[:12])
         train = Subset(train_full, indices)
         val = d.split(ctx.data_root, "val", d.eval_transform())
