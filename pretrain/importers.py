@@ -3,7 +3,8 @@
 - ``slimclr``: the upstream SlimCLR release (MoCo v2 keys under ``module.encoder_q.``, MoCo v3
   under ``module.base_encoder.``), blocks stored flat as ``features.{k}`` with ``shortcut.{0,1}``
   and switchable BN ``bn.{i}`` indexed by that release's descending width list.
-- ``torchvision``: a torchvision ResNet state dict, one width (1.0).
+- ``torchvision``: a torchvision-layout ResNet state dict of one width (1.0, or a plain narrow
+  network such as a ResNet-50 x0.5) and optionally one depth.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from .checkpoint import Checkpoint, CheckpointError, read_torch_file
 from .resnet import ARCHS, SlimResNet
+from .spec import SubnetSpec, format_width
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +57,79 @@ def _load_into(model: SlimResNet, sd: Dict[str, torch.Tensor], src) -> None:
 
 
 @register_importer("torchvision")
-def import_torchvision(src, state_dict: Optional[dict] = None) -> Checkpoint:
-    """A torchvision ResNet (18/34/50/101) state dict as a one-width (1.0) checkpoint."""
+def import_torchvision(src, state_dict: Optional[dict] = None, width: float = 1.0,
+                       blocks: Optional[Sequence[int]] = None) -> Checkpoint:
+    """A torchvision-layout ResNet state dict of one width (and, with ``blocks``, one depth) as a checkpoint.
+
+    A plain narrow network (e.g. a ResNet-50 x0.5 pretrained elsewhere) becomes a one-width
+    checkpoint of that width, the layout of SlimBench's own individual baselines. With ``blocks``
+    (leading blocks per stage) it is a depth variant inside the smallest ResNet that holds it; the
+    blocks it lacks stay at their initialisation and the variant is recorded as desired.
+    """
     sd = _unwrap(state_dict if state_dict is not None else read_torch_file(src, "torchvision file"), src)
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
     if "conv1.weight" not in sd:
         raise CheckpointError(f"{src}: no 'conv1.weight': not a torchvision ResNet state dict")
     counts = [len({int(m.group(1)) for k in sd for m in [re.match(rf"layer{s}\.(\d+)\.", k)] if m})
               for s in range(1, 5)]
-    depth = _depth_from_blocks(counts, "layer1.0.conv3.weight" in sd, src)
+    bottleneck = "layer1.0.conv3.weight" in sd
+    if blocks is None:
+        depth = _depth_from_blocks(counts, bottleneck, src)
+    else:
+        if list(blocks) != counts:
+            raise CheckpointError(f"{src}: --blocks {'.'.join(map(str, blocks))} but the file has "
+                                  f"{'.'.join(map(str, counts))} blocks per stage")
+        depth = _smallest_depth_holding(counts, bottleneck, src)
     stem = "small" if sd["conv1.weight"].shape[-1] == 3 else "imagenet"
     num_classes = sd["fc.weight"].shape[0] if "fc.weight" in sd else None
-    model = SlimResNet(depth, widths=[1.0], stem=stem, num_classes=num_classes)
+    model = SlimResNet(depth, widths=[width], stem=stem, num_classes=num_classes)
+    spec = SubnetSpec(width, None if blocks is None else tuple(blocks)).canonical(model.stage_blocks)
     bn_modules = {n for n, m in model.named_modules() if n.endswith(".bn.0")}
     mapped = {}
     for k, v in sd.items():
         module, leaf = k.rsplit(".", 1)
         mapped[f"{module}.bn.0.{leaf}" if f"{module}.bn.0" in bn_modules else k] = v
-    _load_into(model, mapped, src)
-    return Checkpoint.from_model(model, method="import:torchvision", config={"source": str(src)})
+    _check_channel_plan(model, mapped, sd, width, src)
+    kept = model.state_dict()
+    absent = [k for k in kept if k not in mapped and not _in_dropped_blocks(k, counts)]
+    unexpected = [k for k in mapped if k not in kept]
+    if absent or unexpected:
+        raise CheckpointError(f"{src}: {len(absent)} keys missing (e.g. {absent[:4]}), "
+                              f"{len(unexpected)} unexpected (e.g. {unexpected[:4]})")
+    kept.update(mapped)
+    model.load_state_dict(kept)
+    desired = [str(spec)] if spec.depth is not None else []
+    return Checkpoint.from_model(model, method="import:torchvision", desired=desired,
+                                 config={"source": str(src), "width": width,
+                                         "blocks": None if blocks is None else list(blocks)})
+
+
+def _smallest_depth_holding(counts: Sequence[int], bottleneck: bool, src) -> int:
+    """The shallowest standard ResNet of this block kind with at least ``counts`` blocks per stage."""
+    for depth, (kind, full) in sorted(ARCHS.items()):
+        if (kind == "bottleneck") == bottleneck and all(c <= f for c, f in zip(counts, full)):
+            return depth
+    raise CheckpointError(f"{src}: blocks per stage {list(counts)} fit in no ResNet of depth {sorted(ARCHS)}")
+
+
+def _in_dropped_blocks(key: str, counts: Sequence[int]) -> bool:
+    m = re.match(r"layer(\d)\.(\d+)\.", key)
+    return bool(m) and int(m.group(2)) >= counts[int(m.group(1)) - 1]
+
+
+def _check_channel_plan(model: SlimResNet, mapped: Dict[str, torch.Tensor], original: Dict[str, torch.Tensor],
+                        width: float, src) -> None:
+    """Every tensor must have the shape the channel plan of ``width`` gives it; name the ones that do not."""
+    expected = model.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in mapped.items()
+             if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if not wrong:
+        return
+    stem_width = original["conv1.weight"].shape[0] / 64
+    shown = "; ".join(f"{k}: {list(got)}, expected {list(want)}" for k, got, want in wrong[:3])
+    raise CheckpointError(f"{src}: does not fit width {format_width(width)} of {model.arch} "
+                          f"({len(wrong)} tensors differ; {shown}); its stem has "
+                          f"{original['conv1.weight'].shape[0]} channels, as width {stem_width:g} would")
 
 
 @register_importer("slimclr")

@@ -8,6 +8,8 @@ rejected by name. ``load_recipe`` returns the fully resolved recipe; ``to_dict``
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
@@ -110,6 +112,7 @@ class BYOLRecipe:
     num_random: int = 2                                     # random grid members per step
     proj_last_bn: bool = False                              # BN (affine=False) on the projection, as SimSiam
     uniformity_weight: float = 0.0                          # + w * Wang & Isola's uniformity of each prediction
+    sample: Literal["sandwich", "desired"] = "sandwich"     # desired: train only the desired networks
 
     def validate(self) -> None:
         _check_momentum(self.momentum)
@@ -296,6 +299,19 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
         raise ConfigError(f"{source}: key 'method.bn_groups': expected a divisor of data.batch_size="
                           f"{recipe.data.batch_size} leaving at least 2 images per BN batch, got {groups}")
     return recipe
+
+
+# Keys that say where the data lives or how often to log, not what a run computes.
+DIGEST_IGNORES = ("data.root", "data.workers", "run.checkpoint_every", "run.log_every")
+
+
+def recipe_digest(recipe: Recipe) -> str:
+    """sha256 of what ``recipe`` computes (the resolved recipe without ``DIGEST_IGNORES``)."""
+    plain = recipe_dict(recipe)
+    for key in DIGEST_IGNORES:
+        section, name = key.split(".")
+        plain.get(section, {}).pop(name, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
 
 def check_world(recipe: Recipe, world_size: int, source: str) -> None:

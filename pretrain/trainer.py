@@ -31,12 +31,13 @@ import yaml
 from tqdm import tqdm
 
 from .checkpoint import Checkpoint, atomic_torch_save, atomic_write_bytes, save_checkpoint
+from .cost import TrainingCost, count_flops, device_kind
 from .distributed import DistInfo, all_reduce_mean, barrier, init_from_env
 from .errors import SlimBenchError
 from .loader import build_loader
 from .methods import PretrainMethod, StepContext, build_method
 from .optim import LRSchedule, build_optimizer, set_lr
-from .recipe import Recipe, RunRecipe, SlimCLRRecipe, check_world, recipe_dict
+from .recipe import Recipe, RunRecipe, SlimCLRRecipe, check_world, recipe_dict, recipe_digest
 from .resnet import SlimResNet, parse_arch
 
 log = logging.getLogger(__name__)
@@ -197,8 +198,10 @@ class _RunLog:
 class Trainer:
     """Runs one recipe into one run folder."""
 
-    def __init__(self, recipe: Recipe, out: "str | Path", resume: bool = False, progress: bool = True):
+    def __init__(self, recipe: Recipe, out: "str | Path", resume: bool = False, progress: bool = True,
+                 individual: Optional[Dict[str, Any]] = None):
         self.recipe, self.out, self.resume, self.progress = recipe, Path(out), resume, progress
+        self.individual = individual   # pretrain.individual's record when this is an individual baseline
         self.config = recipe_dict(recipe)
 
     # -- set-up ----------------------------------------------------------------------------
@@ -243,21 +246,25 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
+        self.cost = TrainingCost.from_dict(state.get("cost"))
         return int(state["step"])
 
     # -- checkpoints -----------------------------------------------------------------------
     def _save(self, step: int) -> None:
+        self.cost.segments[-1].wall_time_s = time.perf_counter() - self.segment_start
         if self.info.is_main:
             encoder = self.method.encoder
+            extra = {"steps": step, "total_steps": self.total_steps, "epoch": step / self.steps_per_epoch,
+                     "recipe_digest": recipe_digest(self.recipe), "cost": self.cost.to_dict()}
+            if self.individual is not None:
+                extra["individual"] = self.individual
             ckpt = Checkpoint.from_model(encoder, method=self.method.name, config=self.config,
-                                         desired=self.method.desired(),
-                                         extra={"steps": step, "total_steps": self.total_steps,
-                                                "epoch": step / self.steps_per_epoch})
+                                         desired=self.method.desired(), extra=extra)
             save_checkpoint(ckpt, self.out / CHECKPOINT_FILE)
             atomic_torch_save({"format": STATE_FORMAT, "version": 1, "step": step, "recipe": self.config,
                                "world_size": self.info.world_size, "method": self.method.state_dict(),
                                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                               "rng": _rng_state()}, self.out / STATE_FILE)
+                               "rng": _rng_state(), "cost": self.cost.to_dict()}, self.out / STATE_FILE)
             self.last_saved = step
         barrier()
 
@@ -273,13 +280,19 @@ class Trainer:
         ctx = StepContext(step, self.total_steps, step / self.steps_per_epoch, step >= self.slim_start_step)
         lr = self.schedule(step)
         set_lr(self.optimizer, lr)
-        with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss, terms = self.model(view1, view2, ctx)
-        mean_loss = all_reduce_mean(loss)
-        if not torch.isfinite(mean_loss):
-            self._fail(step + 1, float(mean_loss), terms)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        signature = self.method.step_signature(ctx)
+        measure = signature not in self.cost.flops_per_step   # the first step of each kind is counted
+        with count_flops(measure) as counter:
+            with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                loss, terms = self.model(view1, view2, ctx)
+            mean_loss = all_reduce_mean(loss)
+            if not torch.isfinite(mean_loss):
+                self._fail(step + 1, float(mean_loss), terms)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+        if measure:   # every rank runs the same networks on an equal share of the batch
+            self.cost.flops_per_step[signature] = float(counter.get_total_flops()) * self.info.world_size
+        self.cost.add_step(signature, self.recipe.data.batch_size)
         # The norm of the true (unscaled) gradients is logged every step: early-phase spikes are
         # what optim.grad_clip is for, and the log shows whether a recipe needs it.
         self.scaler.unscale_(self.optimizer)
@@ -322,7 +335,10 @@ class Trainer:
         with _deterministic(r.run.deterministic):
             self._setup(info)
             self.last_saved: Optional[int] = None
+            self.cost = TrainingCost()
             start = self._restore() if self.resume else 0
+            self.cost.start_segment(device_kind(info.device), info.world_size)
+            self.segment_start = time.perf_counter()
             if self.resume:
                 self.last_saved = start
             if info.is_main:
@@ -368,6 +384,10 @@ class Trainer:
         return RunResult(self.out, self.out / CHECKPOINT_FILE, self.stop_step, self.total_steps, last_loss)
 
 
-def train(recipe: Recipe, out: "str | Path", resume: bool = False, progress: bool = True) -> RunResult:
-    """Pretrain ``recipe`` into the run folder ``out`` (``resume`` continues the run found there)."""
-    return Trainer(recipe, out, resume, progress).run()
+def train(recipe: Recipe, out: "str | Path", resume: bool = False, progress: bool = True,
+          individual: Optional[Dict[str, Any]] = None) -> RunResult:
+    """Pretrain ``recipe`` into the run folder ``out`` (``resume`` continues the run found there).
+
+    ``individual`` is the record of an individual baseline (``pretrain.individual.individual_recipe``).
+    """
+    return Trainer(recipe, out, resume, progress, individual).run()

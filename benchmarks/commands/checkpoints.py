@@ -19,6 +19,9 @@ def register(sub, list_sub) -> None:
     p.add_argument("--from", dest="source_format", required=True, choices=["slimclr", "torchvision"])
     p.add_argument("src", type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--width", type=float, default=1.0,
+                   help="torchvision: the width of a plain narrow network (e.g. 0.5 for a ResNet-50 x0.5)")
+    p.add_argument("--blocks", help="torchvision: blocks per stage of a shallower network, e.g. 2.2.2.2")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("export", help="extract one sub-network for torchvision, Detectron2 or MMSeg")
@@ -55,9 +58,17 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from pretrain.checkpoint import save_checkpoint
+    from pretrain.errors import SlimBenchError
     from pretrain.importers import IMPORTERS
 
-    ckpt = IMPORTERS[args.source_format](args.src)
+    if args.source_format == "torchvision":
+        blocks = [int(b) for b in args.blocks.split(".")] if args.blocks else None
+        ckpt = IMPORTERS["torchvision"](args.src, width=args.width, blocks=blocks)
+    elif args.width != 1.0 or args.blocks:
+        raise SlimBenchError(f"--width and --blocks are for --from torchvision; a {args.source_format} "
+                             f"release lists its own widths")
+    else:
+        ckpt = IMPORTERS[args.source_format](args.src)
     save_checkpoint(ckpt, args.out)
     print(f"wrote {args.out}: {ckpt.arch['arch']} widths {ckpt.widths} ({ckpt.method})")
     return 0
@@ -95,10 +106,15 @@ def cmd_list_subnets(args: argparse.Namespace) -> int:
 def format_subnet_table(model, ckpt, subnets, desired, resolution: int) -> str:
     """The table `bench list subnets` prints: desired networks first, marked with *."""
     from pretrain.complexity import complexity_table
+    from pretrain.cost import describe_cost
 
+    individual = ckpt.extra.get("individual")
     lines = [f"{ckpt.path}: {model.arch}, method {ckpt.method}, widths {model.widths} (stored order), "
              f"stem {model.stem}; MACs at {resolution}x{resolution}",
-             f"{'subnet':<22}{'params (M)':>12}{'MACs (G)':>12}  stage channels"]
+             describe_cost(ckpt.extra.get("cost"))]
+    if individual:
+        lines.append(f"individual baseline {individual['subnet']} of recipe {individual['of_recipe_digest'][:12]}")
+    lines.append(f"{'subnet':<22}{'params (M)':>12}{'MACs (G)':>12}  stage channels")
     for spec, c in complexity_table(model, subnets, resolution):
         mark = "*" if spec in desired else " "
         chans = "/".join(str(x) for x in model.plan(spec).stage_channels)

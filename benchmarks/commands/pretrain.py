@@ -17,6 +17,10 @@ def register(sub, list_sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate the recipe and print it resolved; no training")
     p.add_argument("--data-root", type=Path, help="dataset folder (sets data.root)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs and log.jsonl only)")
+    p.add_argument("--individual", metavar="SUBNET|all",
+                   help="train the individual baseline of this recipe at one sub-network (e.g. w0.5), or 'all': "
+                        "the same method, data and schedule, without sub-network terms; run folder "
+                        "<out>-individual-<subnet>")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. run.epochs=10")
     p.set_defaults(func=cmd_pretrain)
 
@@ -30,17 +34,32 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.data_root is not None:
         overrides.append(f"data.root={args.data_root}")
     recipe = load_recipe(args.config, overrides)
+    out = args.out or Path("runs/pretrain") / args.config.stem
+    runs = [(recipe, out, None)]
+    if args.individual:
+        from pretrain.individual import baseline_subnets, individual_recipe
+
+        subnets = baseline_subnets(recipe) if args.individual == "all" else [args.individual]
+        runs = [(*individual_recipe(recipe, s, str(args.config)), None) for s in subnets]
+        runs = [(narrow, out.with_name(f"{out.name}-individual-{record['subnet']}"), record)
+                for narrow, record, _ in runs]
+    for run_recipe, _, _ in runs:   # every run is checked before the first one starts
+        if not args.dry_run:
+            check_world(run_recipe, int(os.environ.get("WORLD_SIZE", "1")), str(args.config))
     if args.dry_run:
-        print(yaml.safe_dump(recipe_dict(recipe), sort_keys=False), end="")
-        print(heads_summary(recipe))
+        for run_recipe, run_out, record in runs:
+            if record is not None:
+                print(f"# individual baseline {record['subnet']} of {args.config} -> {run_out}")
+            print(yaml.safe_dump(recipe_dict(run_recipe), sort_keys=False), end="")
+            print(heads_summary(run_recipe))
         return 0
-    check_world(recipe, int(os.environ.get("WORLD_SIZE", "1")), str(args.config))
     from pretrain.trainer import train
 
-    out = args.out or Path("runs/pretrain") / args.config.stem
-    result = train(recipe, out, resume=args.resume, progress=not args.no_progress)
-    print(f"wrote {result.checkpoint}: {recipe.method.name} {recipe.model.arch} widths {recipe.model.widths}, "
-          f"{result.steps}/{result.total_steps} steps, last loss {result.last_loss:.4f}")
+    for run_recipe, run_out, record in runs:
+        result = train(run_recipe, run_out, resume=args.resume, progress=not args.no_progress, individual=record)
+        what = f"individual baseline {record['subnet']}" if record else f"widths {run_recipe.model.widths}"
+        print(f"wrote {result.checkpoint}: {run_recipe.method.name} {run_recipe.model.arch} {what}, "
+              f"{result.steps}/{result.total_steps} steps, last loss {result.last_loss:.4f}")
     return 0
 
 

@@ -111,6 +111,10 @@ class PretrainMethod(nn.Module):
                 out[name], features = module.describe(index, features)
         return out
 
+    def step_signature(self, ctx: StepContext) -> str:
+        """A name for what a step computes: steps with one signature cost the same FLOPs."""
+        return "step"
+
     def desired(self) -> List[str]:
         """Sub-network names recorded in the checkpoint as the ones to show first."""
         return []

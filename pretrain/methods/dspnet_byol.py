@@ -67,8 +67,20 @@ class DSPNetBYOL(PretrainMethod):
     def desired(self) -> List[str]:
         return [str(s) for s in self.desired_specs]
 
+    def step_signature(self, ctx: StepContext) -> str:
+        """The networks the next step samples, read from a copy of the generator's state."""
+        state = self.generator.get_state()
+        specs = self.sample_subnets()
+        self.generator.set_state(state)
+        return "+".join(str(s) for s in specs)
+
     def sample_subnets(self) -> List[SubnetSpec]:
-        """This step's sub-networks: largest, smallest, every desired network, then N random ones."""
+        """This step's sub-networks: largest, smallest, every desired network, then N random ones.
+
+        With ``sample: desired`` only the desired networks (an individual baseline trains its one).
+        """
+        if self.cfg.sample == "desired":
+            return list(self.desired_specs)
         chosen = list(dict.fromkeys([self.largest, self.smallest, *self.desired_specs]))
         rest = [s for s in self.grid if s not in chosen]
         picks = torch.randperm(len(rest), generator=self.generator)[: self.cfg.num_random].tolist()
@@ -87,8 +99,9 @@ class DSPNetBYOL(PretrainMethod):
             index = self.encoder.width_index(spec.width)
             self.projector.set_width_index(index)
             self.predictor.set_width_index(index)
-            full_depth = spec.depth is None
-            with contextlib.nullcontext() if full_depth else frozen_bn_stats(self.encoder):
+            # Running statistics are the full-depth network's; a network trained alone keeps its own.
+            own_stats = spec.depth is None or self.cfg.sample == "desired"
+            with contextlib.nullcontext() if own_stats else frozen_bn_stats(self.encoder):
                 f1, f2 = self.encoder(view1), self.encoder(view2)
             p1 = self.predictor(self.projector(f1))
             p2 = self.predictor(self.projector(f2))

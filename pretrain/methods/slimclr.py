@@ -60,6 +60,9 @@ class SlimCLR(PretrainMethod, abc.ABC):
     def after_keys(self, keys) -> None:
         """Hook after the loss is built (MoCo v2 enqueues its keys here)."""
 
+    def step_signature(self, ctx: StepContext) -> str:
+        return "all widths" if ctx.slim_active and len(self.widths) > 1 else "full width"
+
     def momentum_at(self, ctx: StepContext) -> float:
         """The EMA after step ``s`` is the one upstream makes before step ``s + 1``, at that step's momentum."""
         return super().momentum_at(StepContext(ctx.step + 1, ctx.total_steps, ctx.epoch, ctx.slim_active))
