@@ -22,6 +22,11 @@ class Complexity:
     resolution: int
 
 
+def default_resolution(stem: str) -> int:
+    """224 for the ImageNet stem; 32 (the CIFAR convention) for the small stem of 28-32 px datasets."""
+    return 32 if stem == "small" else 224
+
+
 def count_params(model: nn.Module) -> int:
     """Number of parameters (not buffers)."""
     return sum(p.numel() for p in model.parameters())

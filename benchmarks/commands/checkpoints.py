@@ -36,7 +36,8 @@ def register(sub, list_sub) -> None:
 
     p = list_sub.add_parser("subnets", help="every sub-network of a checkpoint with params and MACs")
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--resolution", type=int, help="input size for MACs (default: 224 for the ImageNet stem, "
+                                                    "32 for the small stem, as the complexity suite)")
     p.add_argument("--depths", default="", help="extra depth variants to list, e.g. 2.2.2.2;1.1.1.1")
     p.set_defaults(func=cmd_list_subnets)
 
@@ -99,7 +100,10 @@ def cmd_list_subnets(args: argparse.Namespace) -> int:
     depths = [tuple(int(b) for b in d.split(".")) for d in args.depths.split(";") if d.strip()]
     desired = [model.check_subnet(d) for d in ckpt.desired]
     subnets = list(dict.fromkeys(desired + model.subnets(depths)))
-    print(format_subnet_table(model, ckpt, subnets, set(desired), args.resolution))
+    from pretrain.complexity import default_resolution
+
+    resolution = args.resolution or default_resolution(model.stem)
+    print(format_subnet_table(model, ckpt, subnets, set(desired), resolution))
     return 0
 
 

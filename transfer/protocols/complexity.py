@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 import torch.nn as nn
 
 from pretrain.checkpoint import Checkpoint
-from pretrain.complexity import measure, subnet_network
+from pretrain.complexity import default_resolution, measure, subnet_network
 from pretrain.plain_resnet import PlainResNet
 from pretrain.slim import extract, stores_statistics
 
@@ -20,11 +20,6 @@ def subnet_module(checkpoint: Checkpoint, spec) -> PlainResNet:
     if stores_statistics(checkpoint.widths, spec):
         return extract(checkpoint, spec)
     return subnet_network(checkpoint.build_model(), spec).eval()
-
-
-def default_resolution(checkpoint: Checkpoint) -> int:
-    """224 for the ImageNet stem; 32 (the CIFAR convention) for the small stem of 28-32 px datasets."""
-    return 32 if checkpoint.arch.get("stem") == "small" else 224
 
 
 @dataclass
@@ -56,7 +51,7 @@ class ComplexityProtocol(Protocol):
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
         p = ctx.params
-        resolution = p.resolution or default_resolution(ctx.checkpoint)
+        resolution = p.resolution or default_resolution(ctx.checkpoint.arch.get("stem", "imagenet"))
         ctx.info.update(resolution=resolution, num_classes=p.num_classes)
         for spec in ctx.subnets:
             net = subnet_module(ctx.checkpoint, spec)

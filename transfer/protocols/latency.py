@@ -13,9 +13,10 @@ from typing import Callable, Iterator, Literal, Optional
 
 import torch
 
+from pretrain.complexity import default_resolution
 
 from .base import Protocol, Result, RunContext, register_protocol
-from .complexity import NoData, default_resolution, subnet_module
+from .complexity import NoData, subnet_module
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class LatencyProtocol(Protocol):
         if p.threads is not None:
             torch.set_num_threads(p.threads)
         dtype = DTYPES[p.dtype]
-        res = p.resolution or default_resolution(ctx.checkpoint)
+        res = p.resolution or default_resolution(ctx.checkpoint.arch.get("stem", "imagenet"))
         fmt = torch.channels_last if p.channels_last else torch.contiguous_format
         ctx.info.update(device=str(device), threads=torch.get_num_threads(), dtype=p.dtype,
                         channels_last=p.channels_last, batch_size=p.batch_size, resolution=res,
