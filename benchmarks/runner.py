@@ -1,10 +1,14 @@
 """Run one suite on one checkpoint and record every result in the results store.
 
 Order of work: check the dataset (before anything heavy), read and digest the checkpoint, resolve
-the sub-networks, reuse a finished run with the same checkpoint and suite digests unless
-``force``, then ``running`` -> protocol -> ``finished``. Any exception, Ctrl-C or SIGTERM marks the
-run ``failed`` (a SIGKILL leaves it ``running``); a failed or running run is never reported as
-finished. Under torchrun only rank 0 writes to the store.
+the sub-networks, reuse a finished run with the same checkpoint and suite digests (the suite digest
+covers the seed) unless ``force``, then ``running`` -> protocol -> ``finished``. Any exception,
+Ctrl-C or SIGTERM marks the run ``failed`` (a SIGKILL leaves it ``running``); a failed or running
+run is never reported as finished. Under torchrun only rank 0 writes to the store.
+
+Engines that checkpoint (Detectron2, MMEngine) work in ``<out>/work/<suite>/<checkpoint digest>-
+<config digest>/<sub-network>/seed<seed>``, the same folder for every rerun of that work, so a
+rerun of a killed run resumes there; ``force`` gives a run a fresh folder inside its own.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 import yaml
@@ -41,7 +45,13 @@ class RunOutcome:
     reused: bool
     results: List[Result] = field(default_factory=list)
     out_dir: Optional[Path] = None
+    seed: int = 0
 
+
+
+def checkpoint_meta(ckpt) -> Dict[str, Any]:
+    """What a checkpoint says of its pretraining, stored with each run for pairing (benchmarks.pairing)."""
+    return {k: ckpt.extra[k] for k in ("recipe_digest", "individual", "cost") if k in ckpt.extra}
 
 def code_version() -> str:
     """SlimBench's version plus the git commit (and ``-dirty``) when run from a checkout."""
@@ -93,11 +103,16 @@ def run_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
+def work_root(out_root: Path, suite: Suite, checkpoint_digest: str) -> Path:
+    """The engines' work folders of one suite config on one checkpoint (sub-network and seed below it)."""
+    return out_root / "work" / suite.name / f"{checkpoint_digest[:16]}-{suite.config_digest()[:16]}"
+
+
 def run_suite(suite: Suite, checkpoint_path: Union[str, Path], store: ResultsStore, *,
               data_root: Union[str, Path] = "data", out_root: Union[str, Path] = "runs",
               subnets: Optional[str] = None, force: bool = False, device: Optional[torch.device] = None,
               seed: int = 0) -> RunOutcome:
-    """Run ``suite`` on the checkpoint at ``checkpoint_path``; returns the run id and its results."""
+    """Run ``suite`` on the checkpoint at ``checkpoint_path`` with ``seed``; returns the run id and its results."""
     data_root, out_root = Path(data_root), Path(out_root)
     suite.check_data(data_root)
     proc_device = dist.init_from_env()
@@ -105,19 +120,19 @@ def run_suite(suite: Suite, checkpoint_path: Union[str, Path], store: ResultsSto
     ckpt = load_checkpoint(checkpoint_path)
     ckpt_digest = file_digest(checkpoint_path)
     specs = resolve_subnets(subnets or suite.subnets, ckpt)
-    suite_digest = suite.digest(specs)
+    suite_digest = suite.digest(specs, seed)
     protocol = suite.protocol_cls()
     if not force:
         done = store.find_finished(ckpt_digest, suite_digest)
         if done is not None:
-            log.info("suite %s on %s already finished as run %s (%s); --force runs it again",
-                     suite.name, checkpoint_path, done["run_id"], done["ended_at"])
+            log.info("suite %s seed %d on %s already finished as run %s (%s); --force runs it again",
+                     suite.name, seed, checkpoint_path, done["run_id"], done["ended_at"])
             return RunOutcome(done["run_id"], True, [Result(r["subnet"], r["metric"], r["value"])
-                                                     for r in store.rows(done["run_id"])])
+                                                     for r in store.rows(done["run_id"])], seed=seed)
     # Signal handlers go in before the run row exists, and everything after it is inside the try:
     # a SIGTERM at any moment marks the run failed; only SIGKILL can leave it 'running'.
-    main = dist.is_main()
-    suite_json = suite.to_dict(specs)
+    main = dist.is_main() and protocol.records_run(suite.params)   # e.g. not machine 1 of a Detectron2 run
+    suite_json = {**suite.to_dict(specs), "seed": seed}
     run_id = None
     results: List[Result] = []
     out_dir = out_root / suite.name / f"rank{dist.rank()}"
@@ -128,16 +143,18 @@ def run_suite(suite: Suite, checkpoint_path: Union[str, Path], store: ResultsSto
                                      protocol=suite.protocol, checkpoint_digest=ckpt_digest,
                                      checkpoint_path=str(Path(checkpoint_path).resolve()),
                                      checkpoint_method=ckpt.method, checkpoint_widths=ckpt.widths,
-                                     code_version=code_version(), device=str(device))
+                                     code_version=code_version(), device=str(device), seed=seed,
+                                     variant=suite.variant, checkpoint_meta=checkpoint_meta(ckpt))
             out_dir = out_root / suite.name / run_id
         ctx = None
         try:
             ctx = RunContext(suite_name=suite.name, checkpoint=ckpt, subnets=specs, params=suite.params,
                              dataset=suite.dataset, data_root=data_root, out_dir=out_dir, device=device,
-                             seed=seed, checkpoint_digest=ckpt_digest, cache_dir=out_root / "cache" / "features")
+                             seed=seed, checkpoint_digest=ckpt_digest, cache_dir=out_root / "cache" / "features",
+                             work_root=out_dir / "work" if force else work_root(out_root, suite, ckpt_digest))
             with run_log(out_dir / "run.log"):
-                log.info("run %s: suite %s (%s) on %s [%s], sub-networks %s, device %s", run_id, suite.name,
-                         suite.protocol, checkpoint_path, ckpt_digest[:12], ", ".join(map(str, specs)), device)
+                log.info("run %s: suite %s (%s) seed %d on %s [%s], sub-networks %s, device %s", run_id, suite.name,
+                         suite.protocol, seed, checkpoint_path, ckpt_digest[:12], ", ".join(map(str, specs)), device)
                 if main:
                     atomic_write_bytes(out_dir / "suite.yaml", yaml.safe_dump(suite_json, sort_keys=False).encode())
                 for result in protocol.run(ctx):
@@ -152,4 +169,4 @@ def run_suite(suite: Suite, checkpoint_path: Union[str, Path], store: ResultsSto
         if main:
             store.finish_run(run_id, ctx.info)
             log.info("run %s finished in %.1f s: %d results", run_id, time.perf_counter() - start, len(results))
-    return RunOutcome(run_id or "", False, results, out_dir)
+    return RunOutcome(run_id or "", False, results, out_dir, seed)

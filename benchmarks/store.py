@@ -2,8 +2,9 @@
 
 Three tables, rows only ever inserted (triggers refuse UPDATE and DELETE):
 
-- ``runs``: one row per run: suite, suite digest and resolved suite, checkpoint digest (sha256),
-  path, method and widths, protocol, code version, host, pid, device, start time.
+- ``runs``: one row per run: suite, suite digest (of the resolved suite and the seed) and resolved
+  suite, checkpoint digest (sha256), path, method and widths, protocol, code version, host, pid,
+  device, start time, seed, and the overrides that differ from the suite file (``variant_json``).
 - ``run_events``: status changes ``running`` -> ``finished`` | ``failed``, with time and message;
   a run's status is its latest event. A process killed without a chance to write ``failed`` stays
   ``running``; nothing but a completed protocol ever writes ``finished``.
@@ -12,6 +13,10 @@ Three tables, rows only ever inserted (triggers refuse UPDATE and DELETE):
 ``rows()`` joins them into the flat rows the leaderboard is a pure function of. Several processes
 may write at once: each write is one short ``BEGIN IMMEDIATE`` transaction, retried while the
 database is busy.
+
+A database written before a column existed gains it once, on first open (``ALTER TABLE ... ADD
+COLUMN`` with its default; no row is rewritten), and ``PRAGMA user_version`` records the schema.
+Runs recorded before ``seed`` existed read as seed 0, the seed ``bench run`` used by default.
 """
 from __future__ import annotations
 
@@ -30,13 +35,17 @@ from pretrain.errors import SlimBenchError
 
 DEFAULT_DB = Path("runs") / "results.db"
 STATUSES = ("running", "finished", "failed")
+SCHEMA_VERSION = 3  # 1: the first release (user_version 0); 2: runs.seed, runs.variant_json;
+                    # 3: runs.checkpoint_meta_json
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, suite TEXT NOT NULL, suite_digest TEXT NOT NULL, suite_json TEXT NOT NULL,
     protocol TEXT NOT NULL, checkpoint_digest TEXT NOT NULL, checkpoint_path TEXT NOT NULL,
     checkpoint_method TEXT NOT NULL, checkpoint_widths TEXT NOT NULL, code_version TEXT NOT NULL,
-    host TEXT NOT NULL, pid INTEGER NOT NULL, device TEXT NOT NULL, started_at TEXT NOT NULL);
+    host TEXT NOT NULL, pid INTEGER NOT NULL, device TEXT NOT NULL, started_at TEXT NOT NULL,
+    seed INTEGER NOT NULL DEFAULT 0, variant_json TEXT NOT NULL DEFAULT '{}',
+    checkpoint_meta_json TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS run_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id),
     status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed')), at TEXT NOT NULL,
@@ -56,6 +65,9 @@ _TRIGGERS = "".join(
     f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
     f"BEGIN SELECT RAISE(ABORT, 'the results store is append-only'); END;\n"
     for table in ("runs", "run_events", "results") for op in ("UPDATE", "DELETE"))
+# Columns added to `runs` after schema 1, in order, as `_SCHEMA` declares them: an older file gains them.
+_ADDED_RUN_COLUMNS = (("seed", "INTEGER NOT NULL DEFAULT 0"), ("variant_json", "TEXT NOT NULL DEFAULT '{}'"),
+                      ("checkpoint_meta_json", "TEXT NOT NULL DEFAULT '{}'"))
 
 
 class StoreError(SlimBenchError):
@@ -131,21 +143,52 @@ class ResultsStore:
 
     def _init_schema(self, con: sqlite3.Connection) -> None:
         con.execute("PRAGMA journal_mode = WAL")  # readers never block the writer; persists in the file
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"results store {self.path}: schema version {version} was written by a newer SlimBench; "
+                             f"this one reads versions up to {SCHEMA_VERSION}")
         con.executescript("BEGIN IMMEDIATE;\n" + _SCHEMA + _TRIGGERS + "COMMIT;")
+        if version < SCHEMA_VERSION:
+            self._migrate(con)
+
+    @staticmethod
+    def _migrate(con: sqlite3.Connection) -> None:
+        """Add the columns an older ``runs`` table lacks and record the schema version, in one transaction."""
+        con.execute("BEGIN IMMEDIATE")
+        try:  # checked under the write lock: another process may have just migrated the same file
+            have = {row["name"] for row in con.execute("PRAGMA table_info(runs)")}
+            for name, decl in _ADDED_RUN_COLUMNS:
+                if name not in have:
+                    con.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
 
     # -- writing --------------------------------------------------------------------------------
     def start_run(self, *, suite: str, suite_digest: str, suite_json: Dict[str, Any], protocol: str,
                   checkpoint_digest: str, checkpoint_path: str, checkpoint_method: str,
-                  checkpoint_widths: Sequence[float], code_version: str, device: str,
+                  checkpoint_widths: Sequence[float], code_version: str, device: str, seed: int = 0,
+                  variant: Optional[Dict[str, Any]] = None, checkpoint_meta: Optional[Dict[str, Any]] = None,
                   run_id: Optional[str] = None) -> str:
-        """Insert a run and its ``running`` event; returns the run id."""
+        """Insert a run and its ``running`` event; returns the run id.
+
+        ``checkpoint_meta``: what the checkpoint says of its pretraining (recipe digest, individual
+        baseline record, training cost), so pairing baselines needs only the rows.
+        """
         run_id = run_id or f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
         at = now()
+        row = dict(run_id=run_id, suite=suite, suite_digest=suite_digest,
+                   suite_json=json.dumps(suite_json, sort_keys=True), protocol=protocol,
+                   checkpoint_digest=checkpoint_digest, checkpoint_path=str(checkpoint_path),
+                   checkpoint_method=checkpoint_method, checkpoint_widths=json.dumps(list(checkpoint_widths)),
+                   code_version=code_version, host=socket.gethostname(), pid=os.getpid(), device=device,
+                   started_at=at, seed=int(seed), variant_json=json.dumps(variant or {}, sort_keys=True),
+                   checkpoint_meta_json=json.dumps(checkpoint_meta or {}, sort_keys=True))
         self._retry(self._write, [
-            ("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-             (run_id, suite, suite_digest, json.dumps(suite_json, sort_keys=True), protocol, checkpoint_digest,
-              str(checkpoint_path), checkpoint_method, json.dumps(list(checkpoint_widths)), code_version,
-              socket.gethostname(), os.getpid(), device, at)),
+            (f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())),
             ("INSERT INTO run_events (run_id, status, at) VALUES (?, 'running', ?)", (run_id, at)),
         ])
         return run_id
@@ -210,10 +253,13 @@ class ResultsStore:
         return rows[0] if rows else None
 
     def rows(self, run_id: Optional[str] = None) -> List[Dict[str, Any]]:
-        """Flat result rows: run, suite, digests, checkpoint, sub-network, metric, value, versions, status, times."""
-        sql = ("SELECT s.run_id, s.suite, s.suite_digest, s.protocol, s.checkpoint_digest, s.checkpoint_path, "
-               "s.checkpoint_method, s.checkpoint_widths, r.subnet, r.metric, r.value, s.code_version, s.host, "
-               "s.device, s.started_at, s.ended_at, s.status FROM results r JOIN run_status s USING (run_id)")
+        """Flat result rows: run, suite (resolved, variant), digests, seed, checkpoint, sub-network, metric, value,
+        versions, device, status, times, run info."""
+        sql = ("SELECT s.run_id, s.suite, s.suite_digest, s.suite_json, s.variant_json, s.seed, s.protocol, "
+               "s.checkpoint_digest, s.checkpoint_path, s.checkpoint_method, s.checkpoint_widths, "
+               "s.checkpoint_meta_json, r.subnet, "
+               "r.metric, r.value, s.code_version, s.host, s.device, s.info_json, s.started_at, s.ended_at, "
+               "s.status FROM results r JOIN run_status s USING (run_id)")
         if run_id is not None:
             return self._query(sql + " WHERE s.run_id = ? ORDER BY r.id", (run_id,))
         return self._query(sql + " ORDER BY r.id")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
+import secrets
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,11 +88,27 @@ class Checkpoint:
                 "extra": self.extra, "code_version": self.code_version}
 
 
+def _create_temporary(path: Path) -> "tuple[int, str]":
+    """A new, exclusively created file beside ``path``: (open descriptor, its name)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            # Mode 0o666 lets the kernel apply the umask (and a folder's default ACL), exactly as
+            # open() or torch.save would; tempfile.mkstemp's fixed 0o600 hid checkpoints and pages
+            # from everyone else on a shared machine. Nothing reads the umask, so no other thread
+            # ever sees it changed.
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary file name for {path.name}")
+
+
 def atomic_write_bytes(path: "str | os.PathLike", data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder."""
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename, fsync the folder); mode as open() gives."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

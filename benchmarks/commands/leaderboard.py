@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 
 def register(sub, list_sub) -> None:
     """Add `bench leaderboard` and `bench list runs` to the parser."""
     p = sub.add_parser("leaderboard", help="one row per checkpoint and sub-network from the finished runs")
-    p.add_argument("--format", choices=["md", "csv", "html"], default="md")
+    p.add_argument("--format", choices=["md", "csv", "csv-long", "html"], default="md",
+                   help="csv: one row per checkpoint and sub-network (mean, and _std/_n where seeds vary); "
+                        "csv-long: one row per value and seed")
     p.add_argument("--out", type=Path, help="write here (the plot goes beside it as .png); default: print")
     p.add_argument("--suite", action="append", help="only these suites (repeatable)")
+    p.add_argument("--columns", choices=["headline", "all"], default="headline",
+                   help="printed Markdown: 'headline' shows a compact table (params, MACs, one headline "
+                        "metric per suite, the comparison with individual baselines) that fits a terminal; "
+                        "'all' every column. Files (--out) and other formats always hold every column")
     p.add_argument("--db", type=Path, help="results database (default $SLIMBENCH_DB or ./runs/results.db)")
     p.set_defaults(func=cmd_leaderboard)
 
@@ -22,10 +29,14 @@ def register(sub, list_sub) -> None:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmarks.leaderboard import build, render
-    from benchmarks.store import ResultsStore
     from pretrain.checkpoint import atomic_write_bytes
 
-    board = build(ResultsStore(args.db).rows(), args.suite)
+    from benchmarks.leaderboard import to_terminal
+
+    board = build(existing_store(args.db).rows(), args.suite)
+    if args.out is None and args.format == "md" and args.columns == "headline":
+        print(to_terminal(board))
+        return 0
     text, png = render(board, args.format)
     if args.out is None:
         print(text, end="")
@@ -38,11 +49,25 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list_runs(args: argparse.Namespace) -> int:
-    from benchmarks.store import ResultsStore
+def existing_store(path: Optional[Path]):
+    """The results store at ``path`` (default ``$SLIMBENCH_DB`` or ./runs/results.db), which must exist.
 
+    ``ResultsStore`` creates a missing database, right for `bench run`; a reader that did so would
+    print an empty table for a mistyped path instead of saying there is nothing there.
+    """
+    from benchmarks.store import ResultsStore, StoreError, default_db_path
+
+    path = Path(path) if path is not None else default_db_path()
+    if not path.is_file():
+        raise StoreError(f"results store {path}: no such file; expected the database `bench run` wrote "
+                         f"(--db, $SLIMBENCH_DB, default ./runs/results.db)")
+    return ResultsStore(path)
+
+
+def cmd_list_runs(args: argparse.Namespace) -> int:
+    store = existing_store(args.db)
     print(f"{'run':<26}{'status':<10}{'suite':<22}{'checkpoint':<34}{'started':<34}message")
-    for r in ResultsStore(args.db).runs(args.status):
+    for r in store.runs(args.status):
         ckpt = f"{Path(r['checkpoint_path']).name}@{r['checkpoint_digest'][:8]}"
         print(f"{r['run_id']:<26}{r['status']:<10}{r['suite']:<22}{ckpt:<34}{r['started_at']:<34}{r['message']}")
     return 0

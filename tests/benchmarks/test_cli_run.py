@@ -35,7 +35,7 @@ def test_run_reuse_force_and_leaderboard(setup, capsys):
     common = ["--checkpoint", str(ckpt), "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "runs")]
     assert bench(tmp_path, "run", "--suite", str(tmp_path / "tiny.yaml"), *common) == 0
     out = capsys.readouterr().out
-    assert "tiny-linear-fast: run " in out and "w0.5" in out and "top1=100" in out
+    assert "tiny-linear-fast seed 0: run " in out and "w0.5" in out and "top1=100" in out
     store = ResultsStore(tmp_path / "r.db")
     (first,) = store.runs()
     assert first["status"] == "finished" and first["checkpoint_method"] == "random"
@@ -68,8 +68,9 @@ def test_run_reuse_force_and_leaderboard(setup, capsys):
 
 def test_run_errors_are_one_line_and_start_no_run(setup, capsys):
     tmp_path, ckpt = setup
+    (tmp_path / "empty").mkdir()
     assert bench(tmp_path, "run", "--suite", "imagenet-knn", "--checkpoint", str(ckpt),
-                 "--data-root", str(tmp_path / "nowhere")) == 2
+                 "--data-root", str(tmp_path / "empty")) == 2
     err = capsys.readouterr().err
     assert err.startswith("bench: error: suite ") and "train/CLASS/IMAGE" in err and len(err.splitlines()) == 1
     assert bench(tmp_path, "run", "--suite", "no-such-suite", "--checkpoint", str(ckpt)) == 2
@@ -99,3 +100,86 @@ def test_list_suites(capsys):
     assert lines["imagenet-linear"].split()[1:3] == ["linear", "imagefolder"]
     assert lines["fmnist-knn"].split()[1:3] == ["knn", "fmnist"]
     assert lines["latency"].split()[1:3] == ["latency", "-"]
+
+
+@pytest.mark.parametrize("suite", ["fmnist-knn", "imagenet-knn", "demo-det"])
+def test_a_named_data_root_that_does_not_exist_is_an_error(setup, capsys, monkeypatch, suite):
+    # Fashion-MNIST is also installed system-wide: without the check fmnist-knn would quietly use that copy
+    tmp_path, ckpt = setup
+    monkeypatch.delenv("SLIMBENCH_DATA", raising=False)
+    assert bench(tmp_path, "run", "--suite", suite, "--checkpoint", str(ckpt),
+                 "--data-root", str(tmp_path / "nonexistent")) == 2
+    err = capsys.readouterr().err
+    assert err == f"bench: error: --data-root {tmp_path / 'nonexistent'}: no such folder; expected the folder " \
+                  f"holding the suite's dataset\n"
+    monkeypatch.setenv("SLIMBENCH_DATA", str(tmp_path / "c.pt"))   # the environment's root is named too
+    assert bench(tmp_path, "run", "--suite", suite, "--checkpoint", str(ckpt)) == 2
+    assert f"$SLIMBENCH_DATA {tmp_path / 'c.pt'}: not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "r.db").exists()   # refused before the results store was opened
+
+
+def test_leaderboard_and_list_runs_refuse_a_missing_database(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLIMBENCH_DB", raising=False)
+    for argv in (["leaderboard", "--db", "missing.db"], ["list", "runs", "--db", "missing.db"], ["leaderboard"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        name = "missing.db" if "--db" in argv else "runs/results.db"
+        assert err.startswith(f"bench: error: results store {name}: no such file;") and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []   # nothing was created
+
+
+def test_detectron2_suite_is_refused_under_torchrun_before_any_work(setup, capsys, monkeypatch):
+    tmp_path, ckpt = setup
+    monkeypatch.setenv("WORLD_SIZE", "2")   # what torchrun sets; the in-process check needs no process group
+    assert bench(tmp_path, "run", "--suite", "demo-det", "--checkpoint", str(ckpt),
+                 "--data-root", str(tmp_path / "data")) == 2
+    err = capsys.readouterr().err
+    assert "cannot run under torchrun (WORLD_SIZE=2): Detectron2's launch spawns its own processes" in err
+    assert "params.num_gpus" in err and not (tmp_path / "r.db").exists()
+
+
+def test_only_machine_0_of_a_multi_machine_detectron2_run_records_it(setup, capsys):
+    # A real two-machine run needs GPUs (Detectron2's launch asserts CUDA); on CPU both machines stop at the
+    # launch check inside the protocol, after the point where the run row is written: machine 0 records the
+    # failure, machine 1 records nothing.
+    from transfer.detection.protocol import Detectron2Params, Detectron2Protocol
+
+    assert Detectron2Protocol().records_run(Detectron2Params(num_machines=2, machine_rank=0))
+    assert not Detectron2Protocol().records_run(Detectron2Params(num_machines=2, machine_rank=1))
+    tmp_path, ckpt = setup
+    for machine in (1, 0):
+        assert bench(tmp_path, "run", "--suite", "demo-det", "--checkpoint", str(ckpt), "--data-root",
+                     str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "params.num_machines=2",
+                     f"params.machine_rank={machine}") == 2
+        assert "num_machines > 1 needs GPUs" in capsys.readouterr().err
+        runs = ResultsStore(tmp_path / "r.db").runs()
+        assert [r["status"] for r in runs] == ([] if machine == 1 else ["failed"])
+
+
+def test_seeds_run_once_each_are_reused_and_the_leaderboard_shows_their_spread(setup, capsys):
+    tmp_path, ckpt = setup
+    common = ["--suite", str(tmp_path / "tiny.yaml"), "--checkpoint", str(ckpt), "--data-root", str(tmp_path / "data"),
+              "--out", str(tmp_path / "runs")]
+    assert bench(tmp_path, "run", *common, "--seeds", "0,1") == 0
+    store = ResultsStore(tmp_path / "r.db")
+    assert sorted(r["seed"] for r in store.runs("finished")) == [0, 1]
+    capsys.readouterr()
+    assert bench(tmp_path, "run", *common, "--seeds", "0,1,2") == 0   # seeds 0 and 1 are done: only 2 runs
+    out = capsys.readouterr().out
+    assert out.count("reused finished run") == 2 and "tiny-linear-fast seed 2: run " in out
+    assert bench(tmp_path, "run", *common, "--seed", "1") == 0        # seed 1 is its own run, not seed 0's
+    (seed1,) = [r for r in store.runs() if r["seed"] == 1]
+    assert f"seed 1: reused finished run {seed1['run_id']}" in capsys.readouterr().out
+    assert sorted(r["seed"] for r in store.runs()) == [0, 1, 2]
+
+    assert bench(tmp_path, "leaderboard", "--format", "md", "--columns", "all") == 0
+    lines = capsys.readouterr().out.splitlines()
+    column = lines[0].split(" | ").index("tiny-linear-fast/top1")
+    assert all(line.split(" | ")[column].endswith("(3)") and " ± " in line for line in lines[2:])
+    assert bench(tmp_path, "leaderboard") == 0                          # the compact terminal view
+    compact = capsys.readouterr().out.splitlines()
+    assert compact[0].split()[:4] == ["checkpoint", "subnet", "params", "MACs"] and "±" in compact[2]
+    assert bench(tmp_path, "leaderboard", "--format", "csv-long") == 0
+    long = [r for r in csv.DictReader(io.StringIO(capsys.readouterr().out)) if r["column"] == "tiny-linear-fast/top1"]
+    assert sorted((r["subnet"], r["seed"]) for r in long) == [(s, str(i)) for s in ("w0.5", "w1.0") for i in range(3)]

@@ -1,4 +1,5 @@
 """The results store: concurrent writers lose nothing; crashed runs never look finished; rows are append-only."""
+import json
 import multiprocessing
 import os
 import signal
@@ -10,12 +11,103 @@ import time
 import pytest
 
 from benchmarks.leaderboard import build
-from benchmarks.store import ResultsStore, StoreError
+from benchmarks.store import SCHEMA_VERSION, ResultsStore, StoreError
 from tests.transfer.conftest import make_checkpoint
 
 RUN = dict(suite="s", suite_digest="d" * 64, suite_json={"a": 1}, protocol="knn", checkpoint_digest="c" * 64,
            checkpoint_path="/x/c.pt", checkpoint_method="random", checkpoint_widths=[1.0, 0.5],
            code_version="test", device="cpu")
+
+
+# The schema of the first release (store.py at b8e46df), verbatim: databases written by it must stay readable.
+FIRST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, suite TEXT NOT NULL, suite_digest TEXT NOT NULL, suite_json TEXT NOT NULL,
+    protocol TEXT NOT NULL, checkpoint_digest TEXT NOT NULL, checkpoint_path TEXT NOT NULL,
+    checkpoint_method TEXT NOT NULL, checkpoint_widths TEXT NOT NULL, code_version TEXT NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, device TEXT NOT NULL, started_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS run_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id),
+    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed')), at TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '', info_json TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id),
+    subnet TEXT NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL, recorded_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS run_events_run ON run_events(run_id, id);
+CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
+CREATE INDEX IF NOT EXISTS runs_lookup ON runs(checkpoint_digest, suite_digest);
+CREATE VIEW IF NOT EXISTS run_status AS
+    SELECT r.*, e.status AS status, e.message AS message, e.info_json AS info_json,
+           CASE WHEN e.status = 'running' THEN NULL ELSE e.at END AS ended_at
+    FROM runs r JOIN run_events e ON e.id = (SELECT MAX(id) FROM run_events WHERE run_id = r.run_id);
+""" + "".join(
+    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+    f"BEGIN SELECT RAISE(ABORT, 'the results store is append-only'); END;\n"
+    for table in ("runs", "run_events", "results") for op in ("UPDATE", "DELETE"))
+
+
+def first_schema_db(path):
+    """A results.db as the first release wrote it: one finished knn run (top-1 61.5 at w1.0)."""
+    suite = {"name": "knn", "description": "", "protocol": "knn", "dataset": {}, "params": {"k": 20},
+             "subnets": ["w1.0"]}
+    with sqlite3.connect(path) as con:
+        con.executescript(FIRST_SCHEMA)
+        con.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    ("old", "knn", "e" * 64, json.dumps(suite), "knn", "c" * 64, "/x/c.pt", "random", "[1.0, 0.5]",
+                     "0.1", "h", 1, "cpu", "2026-01-01T00:00:00"))
+        con.execute("INSERT INTO run_events (run_id, status, at) VALUES ('old', 'running', '2026-01-01T00:00:00')")
+        con.execute("INSERT INTO results (run_id, subnet, metric, value, recorded_at) "
+                    "VALUES ('old', 'w1.0', 'top1', 61.5, '2026-01-01T00:00:01')")
+        con.execute("INSERT INTO run_events (run_id, status, at) VALUES ('old', 'finished', '2026-01-01T00:00:02')")
+    con.close()
+    return path
+
+
+def test_a_first_schema_database_is_migrated_once_and_keeps_its_rows(tmp_path):
+    db = first_schema_db(tmp_path / "old.db")
+    store = ResultsStore(db)
+    (old,) = store.rows()
+    assert (old["run_id"], old["value"], old["seed"], old["variant_json"]) == ("old", 61.5, 0, "{}")
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = [r[1] for r in con.execute("PRAGMA table_info(runs)")]
+        assert columns[-3:] == ["seed", "variant_json", "checkpoint_meta_json"]
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):  # the triggers survived
+            con.execute("UPDATE runs SET seed = 1")
+    run_id = store.start_run(**RUN, seed=2, variant={"params.k": 200})
+    store.add_results(run_id, [("w1.0", "top1", 64.0)])
+    store.finish_run(run_id)
+    ResultsStore(db)  # opening again migrates nothing more
+    rows = {r["run_id"]: r for r in ResultsStore(db).rows()}
+    assert (rows["old"]["seed"], rows[run_id]["seed"], json.loads(rows[run_id]["variant_json"])) == \
+        (0, 2, {"params.k": 200})
+    assert {c: r[c].mean for r in build(rows.values()).rows for c in r if "/" in c} == \
+        {"knn/top1": 61.5, "s[k=200]/top1": 64.0}
+
+
+def _open(db):
+    ResultsStore(db)
+
+
+def test_processes_opening_an_old_database_together_migrate_it_once(tmp_path):
+    db = first_schema_db(tmp_path / "old.db")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_open, args=(db,)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert [r["seed"] for r in ResultsStore(db).rows()] == [0]
+
+
+def test_a_newer_schema_is_refused_with_its_version(tmp_path):
+    db = tmp_path / "new.db"
+    with sqlite3.connect(db) as con:
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.close()
+    with pytest.raises(StoreError, match=rf"new\.db: schema version {SCHEMA_VERSION + 1} was written by a newer"):
+        ResultsStore(db)
 
 
 def _writer(db, worker, rows):

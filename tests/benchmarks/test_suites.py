@@ -1,9 +1,11 @@
 """Suite files: every shipped suite loads; bad files fail before any work, naming file, key and expectation."""
 import pytest
+import torch
 
 from benchmarks.suites import load_suite, resolve_subnets, suite_paths
-from pretrain.checkpoint import load_checkpoint
+from pretrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from pretrain.errors import ConfigError, DataError
+from pretrain.resnet import SlimResNet
 from pretrain.spec import SubnetError, SubnetSpec
 from tests.transfer.conftest import make_checkpoint
 
@@ -66,7 +68,7 @@ def test_wrong_types_are_named(tmp_path):
         load_suite(write(tmp_path, "protocol: linaer\n"))
     with pytest.raises(ConfigError, match=r"key 'subnets': expected str or a list of str, got \['w0', 5\]"):
         load_suite(write(tmp_path, "protocol: knn\nsubnets: [w0, 5]\n"))
-    with pytest.raises(ConfigError, match=r"key 'subnets': expected 'all', 'desired' or a list.*'half'"):
+    with pytest.raises(ConfigError, match=r"key 'subnets': expected 'all', 'widths', 'desired' or a list.*'half'"):
         load_suite(write(tmp_path, "protocol: knn\nsubnets: [w1.0, half]\n"))
     with pytest.raises(ConfigError, match=r"s\.yaml: params\.label_fraction must be in \(0, 1\]"):
         load_suite(write(tmp_path, "protocol: semi\nparams: {label_fraction: 10}\n"))
@@ -93,9 +95,52 @@ def test_overrides_and_digest(tmp_path):
         load_suite("fmnist-knn", ["params.k=many"])
 
 
+def test_the_seed_is_part_of_the_run_digest_and_not_of_the_config_digest():
+    suite, specs = load_suite("fmnist-knn"), [SubnetSpec(1.0)]
+    assert suite.digest(specs, seed=0) != suite.digest(specs, seed=1)
+    assert suite.digest(specs, seed=1) == load_suite("fmnist-knn").digest(specs, seed=1)
+    # the config digest keys leaderboard columns and work folders: seeds and sub-network lists share it
+    assert suite.config_digest() == load_suite("fmnist-knn", ["subnets=w1.0"]).config_digest()
+    assert suite.config_digest() != load_suite("fmnist-knn", ["params.k=200"]).config_digest()
+
+
+def test_variant_is_what_the_overrides_change_from_the_file():
+    assert load_suite("fmnist-knn").variant == {}
+    assert load_suite("fmnist-knn", ["params.k=200", "params.temperature=0.1"]).variant == \
+        {"params.k": 200, "params.temperature": 0.1}
+    # an override that restates the file's value, or a sub-network list, changes nothing comparable
+    assert load_suite("fmnist-knn", ["params.k=20", "subnets=w1.0"]).variant == {}
+    assert load_suite("demo-seg", ["params.model_overrides.decode_head.channels=32"]).variant == \
+        {"params.model_overrides.decode_head.channels": 32}
+
+
+def dspnet_checkpoint(path, sample="sandwich"):
+    """A random-init checkpoint whose stored recipe is a DSPNet one (desired networks and sampled depths)."""
+    torch.manual_seed(0)
+    desired = ["w0.5", "w1.0-d1.1.1.1"]
+    method = {"name": "dspnet-byol", "desired": desired, "depths": [[1, 1, 1, 1], [2, 1, 1, 1]], "sample": sample}
+    model = SlimResNet(18, widths=[1.0, 0.75, 0.5], stem="small")
+    save_checkpoint(Checkpoint.from_model(model, method="dspnet-byol", config={"method": method}, desired=desired),
+                    path)
+    return load_checkpoint(path)
+
+
+def test_all_means_every_width_the_desired_networks_and_the_sampled_depths(tmp_path):
+    ckpt = dspnet_checkpoint(tmp_path / "dspnet.pt")
+    assert [str(s) for s in resolve_subnets("all", ckpt)] == [
+        "w1.0", "w0.75", "w0.5", "w1.0-d1.1.1.1",   # widths at full depth, then the desired networks
+        "w0.75-d1.1.1.1", "w0.5-d1.1.1.1", "w1.0-d2.1.1.1", "w0.75-d2.1.1.1", "w0.5-d2.1.1.1"]
+    assert [str(s) for s in resolve_subnets("widths", ckpt)] == ["w1.0", "w0.75", "w0.5"]
+    assert [str(s) for s in resolve_subnets("desired", ckpt)] == ["w0.5", "w1.0-d1.1.1.1"]
+    # a recipe that trained only its desired networks sampled no other depth
+    only = dspnet_checkpoint(tmp_path / "individual.pt", sample="desired")
+    assert [str(s) for s in resolve_subnets("all", only)] == ["w1.0", "w0.75", "w0.5", "w1.0-d1.1.1.1"]
+
+
 def test_resolve_subnets(tmp_path):
     ckpt = load_checkpoint(make_checkpoint(tmp_path / "c.pt", desired=["w0.5"]))
     assert [str(s) for s in resolve_subnets("all", ckpt)] == ["w1.0", "w0.5"]
+    assert [str(s) for s in resolve_subnets("widths", ckpt)] == ["w1.0", "w0.5"]
     assert [str(s) for s in resolve_subnets("desired", ckpt)] == ["w0.5"]
     assert [str(s) for s in resolve_subnets("w0.5,w1.0-d1.1.1.1", ckpt)] == ["w0.5", "w1.0-d1.1.1.1"]
     assert [str(s) for s in resolve_subnets(["w0.25"], ckpt)] == ["w0.25"]  # BN calibrated by the protocol

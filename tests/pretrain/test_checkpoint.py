@@ -1,10 +1,11 @@
 import os
+import stat
 
 import pytest
 import torch
 
-from pretrain.checkpoint import (Checkpoint, CheckpointError, atomic_torch_save, file_digest, load_checkpoint,
-                                 save_checkpoint)
+from pretrain.checkpoint import (Checkpoint, CheckpointError, atomic_torch_save, atomic_write_bytes, file_digest,
+                                 load_checkpoint, save_checkpoint)
 from pretrain.resnet import SlimResNet
 
 
@@ -96,3 +97,21 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
         atomic_torch_save({"a": Unpicklable()}, p)
     assert file_digest(p) == digest
     assert [f.name for f in tmp_path.iterdir()] == ["x.pt"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=lambda u: f"umask{u:03o}")
+def test_atomic_writes_get_the_mode_the_umask_gives(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        with open(tmp_path / "plain.bin", "wb") as f:   # what open() and torch.save give
+            f.write(b"x")
+        atomic_write_bytes(tmp_path / "page.html", b"<html></html>")
+        atomic_torch_save({"a": torch.ones(1)}, tmp_path / "sub" / "t.pt")
+        save_checkpoint(Checkpoint.from_model(SlimResNet(18, widths=[1.0, 0.5], stem="small")), tmp_path / "c.pt")
+        atomic_write_bytes(tmp_path / "page.html", b"<html>again</html>")   # replacing keeps the umask's mode
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
+    assert modes == {"plain.bin": expected, "page.html": expected, "t.pt": expected, "c.pt": expected}
+    assert stat.S_IMODE((tmp_path / "sub").stat().st_mode) == 0o777 & ~umask

@@ -53,7 +53,10 @@ def test_killed_run_is_never_finished_and_rerun_completes(tmp_path, ckpt, sig, s
     assert statuses == sorted([status, "finished"])
     board = build(ResultsStore(db).rows())
     assert [r["subnet"] for r in board.rows] == ["w1.0", "w0.75", "w0.5", "w0.25"]
-    assert all(r["latency/latency_ms"] > 0 and r["latency/throughput_img_s"] > 0 for r in board.rows)
+    # one column per metric, named by the suite, its overrides and the device
+    assert board.metric_columns == [f"latency[batch_size=4,repeats=3,resolution=16,warmup=1]@cpu/{m}"
+                                    for m in ("latency_ms", "throughput_img_s")]
+    assert all(r[c].mean > 0 for r in board.rows for c in board.metric_columns)
     # one cell per (checkpoint, sub-network, metric): the finished run's
     con = sqlite3.connect(db)
     per_cell = con.execute("SELECT COUNT(*) FROM results r JOIN run_status s USING (run_id) "

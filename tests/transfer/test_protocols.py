@@ -12,6 +12,7 @@ from pretrain.spec import SubnetSpec
 from transfer.classify.data import ClassificationData, targets_of
 from transfer.features import FeatureCache, cached_features, extract_features
 from transfer.protocols.base import RunContext, get_protocol
+from transfer.protocols.linear import feature_data_digest
 from transfer.protocols.semi import label_subset
 
 from .conftest import make_checkpoint, make_image_folder
@@ -56,9 +57,10 @@ def test_linear_fast_caches_features_and_matches_fresh_extraction(tiny):
     protocol, ctx = context(tiny, "linear-fast", params, DATA)
     res = by_key(protocol.run(ctx))
     assert res[("w1.0", "top1")] == 100.0 and res[("w0.5", "top1")] >= 90.0
-    cache = FeatureCache(ctx.cache_dir, ctx.checkpoint_digest, ctx.dataset.digest())
+    cache = FeatureCache(ctx.cache_dir, ctx.checkpoint_digest, feature_data_digest(ctx))
     cached, labels = cache.load("w0.5", "val")
     assert cached.shape == (24, 256) and labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    assert cached.dtype == torch.float32   # small: kept exact (float16 only above HALF_ABOVE_BYTES)
     from pretrain.slim import extract
     from torch.utils.data import DataLoader
     val = ctx.dataset.split(ctx.data_root, "val", ctx.dataset.eval_transform())
@@ -68,6 +70,9 @@ def test_linear_fast_caches_features_and_matches_fresh_extraction(tiny):
     # a second run reads the cache instead of the images
     again, _ = cached_features({"w0.5": None}, lambda: pytest.fail("extracted again"), "val", cache,
                                torch.device("cpu"))
+    # the same data block read from another folder is other data: its own cache entry
+    other = dataclasses.replace(ctx, data_root=ctx.data_root.parent / "copy")
+    assert feature_data_digest(other) != feature_data_digest(ctx)
     assert torch.equal(again["w0.5"], cached)
 
 

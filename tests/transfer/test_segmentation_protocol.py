@@ -71,12 +71,15 @@ def test_width_quarter_fcn_trains_one_iteration_and_evaluates(tmp_path):
     rows = list(MMSEG().run(ctx))
     assert [(r.subnet, r.metric) for r in rows] == [("w0.25", "mIoU"), ("w0.25", "mAcc"), ("w0.25", "aAcc")]
     assert all(0.0 <= r.value <= 100.0 for r in rows)
-    folder = tmp_path / "run" / "mmseg" / "w0.25"
+    folder = tmp_path / "run" / "w0.25" / "seed0"   # ctx.work_dir: one folder per sub-network and seed
     assert (folder / "backbone.pth").is_file() and (folder / "work_dir" / "iter_1.pth").is_file()
     written = (folder / "config.py").read_text()
     assert "SlimBenchResNet" in written and "transfer.segmentation.backbone" in written
-    # a rerun resumes from the Runner checkpoint it wrote (full unpickling scoped to that folder)
+    # without its results.json the rerun resumes from the Runner checkpoint it wrote (full unpickling
+    # scoped to that folder): nothing left to train, the same evaluation
+    (folder / "results.json").unlink()
     assert list(MMSEG().run(ctx)) == rows
+    assert (folder / "results.json").is_file() and list(MMSEG().run(ctx)) == rows
 
 
 def test_launcher_auto_follows_torchrun():
@@ -85,3 +88,20 @@ def test_launcher_auto_follows_torchrun():
     assert resolve_launcher("auto", {"WORLD_SIZE": "4"}) == "pytorch"
     assert resolve_launcher("auto", {}) == "none"
     assert resolve_launcher("slurm", {"WORLD_SIZE": "4"}) == "slurm"
+
+
+def test_every_seg_suite_states_that_its_batch_size_is_per_process():
+    suites = Path(__file__).resolve().parents[2] / "configs" / "suites"
+    seg = [p for p in sorted(suites.glob("*.yaml")) if load_yaml(p).get("protocol") == "mmseg"]
+    assert len(seg) >= 4
+    for path in seg:
+        (line,) = [ln for ln in path.read_text().splitlines() if ln.strip().startswith("batch_size:")]
+        assert "per process" in line, f"{path.name}: {line}"
+
+
+def test_global_batch_counts_the_processes_of_each_launcher():
+    from transfer.segmentation.protocol import launcher_processes
+
+    env = {"WORLD_SIZE": "8", "SLURM_NTASKS": "16", "OMPI_COMM_WORLD_SIZE": "4"}
+    assert [launcher_processes(k, env) for k in ("none", "pytorch", "slurm", "mpi")] == [1, 8, 16, 4]
+    assert launcher_processes("pytorch", {}) == 1

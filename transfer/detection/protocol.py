@@ -3,8 +3,12 @@
 For every sub-network: extract it, export it as a MoCo-convention ``.pkl``, build its Detectron2
 config from the suite's base config, then train with Detectron2's ``DefaultTrainer`` under
 Detectron2's ``launch`` (one CPU process, N GPUs, or several machines) and evaluate with
-Detectron2's evaluators (COCO through pycocotools, or Pascal VOC). ``repeats`` trains each
-sub-network that many times with seeds ``seed, seed+1, ...`` and reports the mean and std.
+Detectron2's evaluators (COCO through pycocotools, or Pascal VOC). One training per sub-network
+at the run's seed; ``bench run --seeds 0,1,2`` repeats it, and the leaderboard reports mean ± std.
+
+Each training works in ``ctx.work_dir(spec)``, which ``bench run`` keeps across reruns: a killed
+run resumes there with Detectron2's ``resume_or_load(resume=True)``, and a sub-network whose
+``results.json`` is there is not trained again.
 """
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import json
 import logging
 import math
 import re
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Optional
@@ -52,7 +55,6 @@ class Detectron2Params:
     checkpoint_period: Optional[int] = None
     num_workers: int = 4                   # DATALOADER.NUM_WORKERS per process
     evaluator: Optional[Literal["coco", "voc"]] = None   # default: voc for kind voc, coco otherwise
-    repeats: int = 1                       # trainings per sub-network (seeds seed..seed+repeats-1)
     overrides: Dict[str, Any] = field(default_factory=dict)  # any Detectron2 key, e.g. MODEL.ANCHOR_GENERATOR.SIZES
     num_gpus: Optional[int] = None         # per machine; default: every visible GPU, or one CPU process
     num_machines: int = 1
@@ -60,7 +62,7 @@ class Detectron2Params:
     dist_url: str = "auto"
 
     def validate(self) -> None:
-        for key in ("iterations", "batch_size", "repeats", "num_machines", "max_size_train", "min_size_test",
+        for key in ("iterations", "batch_size", "num_machines", "max_size_train", "min_size_test",
                     "max_size_test", "checkpoint_period"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -156,6 +158,12 @@ class Detectron2Protocol(Protocol):
     Params = Detectron2Params
     Dataset = DetectionData
     description = "Detectron2 Faster/Mask R-CNN fine-tuning per sub-network; box (and mask) AP, AP50, AP75"
+    spawns_own_processes = ("Detectron2's launch spawns its own processes (params.num_gpus per machine; "
+                            "params.num_machines, params.machine_rank and params.dist_url across machines)")
+
+    def records_run(self, params: Detectron2Params) -> bool:
+        """Only machine 0 records the run: it holds Detectron2's rank 0, which alone evaluates and reports."""
+        return params.machine_rank == 0
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
         from transfer.detection.config import build_config  # imports Detectron2 through the compat layer
@@ -168,47 +176,38 @@ class Detectron2Protocol(Protocol):
             raise ConfigError(f"suite {ctx.suite_name}: evaluator 'voc' needs a dataset of kind 'voc' "
                               f"(VOC XML annotations), got kind {d.kind!r}")
         launch_plan = LaunchPlan.resolve(p, ctx.launch, ctx.device)
+        trains_masks = build_config(p.base_config, ctx.subnets[0], ctx.checkpoint.arch,
+                                    overrides=p.detectron2_overrides()).MODEL.MASK_ON
         d.prepare(ctx.data_root)
-        num_classes = d.num_classes(ctx.data_root)
+        contents = d.inspect(ctx.data_root)   # each annotation json read once, before any training
+        mask_format = d.mask_format_for(contents, p.base_config) if trains_masks else None
+        num_classes = contents.num_classes
         prefix = "slimbench_" + re.sub(r"\W", "_", ctx.suite_name)
         train_sets, test_sets = d.register(ctx.data_root, prefix, evaluator)
-        ctx.info.update({"detectron2_base_config": p.base_config, "world_size": launch_plan.world_size})
-        runs = [(spec, r) for spec in ctx.subnets for r in range(p.repeats)]
-        values: Dict[str, Dict[str, List[float]]] = {}
-        weights: Dict[str, Path] = {}
-        for spec, r in tqdm(runs, desc=f"{ctx.suite_name}: detectron2", unit="training"):
-            name, seed = str(spec), ctx.seed + r
-            if name not in weights:
-                plain = extract(ctx.checkpoint, spec)
-                weights[name] = export_detectron2(plain, ctx.out_dir / name / "backbone.pkl")
-                del plain
-            run_dir = ctx.out_dir / name / f"seed{seed}"
-            overrides = p.detectron2_overrides()
-            if d.resolved_mask_format:
-                overrides.setdefault("INPUT.MASK_FORMAT", d.resolved_mask_format)
-            overrides.update({"SEED": seed, "DATASETS.TRAIN": tuple(train_sets), "DATASETS.TEST": tuple(test_sets)})
-            cfg = build_config(p.base_config, spec, ctx.checkpoint.arch, weights=weights[name],
-                               num_classes=num_classes, distributed=launch_plan.world_size > 1,
-                               device=ctx.device.type, overrides=overrides, out_dir=run_dir)
-            metrics_path = run_dir / "results.json"   # Detectron2 writes its own metrics.json there
-            metrics_path.unlink(missing_ok=True)
-            log.info("detectron2 %s seed %d: training %d iterations of %s (%s)", name, seed, cfg.SOLVER.MAX_ITER,
-                     p.base_config, cfg.MODEL.BACKBONE.NAME)
-            launch(train_and_evaluate, launch_plan.num_gpus, num_machines=launch_plan.num_machines,
-                   machine_rank=launch_plan.machine_rank, dist_url=launch_plan.dist_url,
-                   args=(cfg, d, ctx.data_root, weights[name], seed, prefix, evaluator, metrics_path))
+        ctx.info.update({"detectron2_base_config": p.base_config, "world_size": launch_plan.world_size,
+                         "mask_format": mask_format})
+        for spec in tqdm(ctx.subnets, desc=f"{ctx.suite_name}: detectron2", unit="training"):
+            name, work_dir = str(spec), ctx.work_dir(spec)
+            metrics_path = work_dir / "results.json"   # Detectron2 writes its own metrics.json there
+            if metrics_path.is_file():
+                log.info("detectron2 %s seed %d: trained and evaluated by an earlier run in %s", name, ctx.seed,
+                         work_dir)
+            else:
+                weights = export_detectron2(extract(ctx.checkpoint, spec), work_dir / "backbone.pkl")
+                overrides = p.detectron2_overrides()
+                if mask_format:   # an INPUT.MASK_FORMAT in params.overrides still wins
+                    overrides.setdefault("INPUT.MASK_FORMAT", mask_format)
+                overrides.update({"SEED": ctx.seed, "DATASETS.TRAIN": tuple(train_sets),
+                                  "DATASETS.TEST": tuple(test_sets)})
+                cfg = build_config(p.base_config, spec, ctx.checkpoint.arch, weights=weights,
+                                   num_classes=num_classes, distributed=launch_plan.world_size > 1,
+                                   device=ctx.device.type, overrides=overrides, out_dir=work_dir)
+                log.info("detectron2 %s seed %d: training %d iterations of %s (%s) in %s", name, ctx.seed,
+                         cfg.SOLVER.MAX_ITER, p.base_config, cfg.MODEL.BACKBONE.NAME, work_dir)
+                launch(train_and_evaluate, launch_plan.num_gpus, num_machines=launch_plan.num_machines,
+                       machine_rank=launch_plan.machine_rank, dist_url=launch_plan.dist_url,
+                       args=(cfg, d, ctx.data_root, weights, ctx.seed, prefix, evaluator, metrics_path))
             if launch_plan.machine_rank != 0:
                 continue   # only the first machine evaluates and reports
-            metrics = json.loads(metrics_path.read_text())
-            for metric, value in metrics.items():
-                values.setdefault(name, {}).setdefault(metric, []).append(value)
-            if r == p.repeats - 1:
-                yield from self._rows(name, values.pop(name, {}), p.repeats)
-
-    @staticmethod
-    def _rows(name: str, metrics: Dict[str, List[float]], repeats: int) -> Iterator[Result]:
-        for metric, vs in metrics.items():
-            log.info("detectron2 %s: %s %.2f over %d training(s)", name, metric, statistics.fmean(vs), len(vs))
-            yield Result(name, metric, statistics.fmean(vs))
-            if repeats > 1:
-                yield Result(name, f"{metric}_std", statistics.stdev(vs) if len(vs) > 1 else 0.0)
+            for metric, value in json.loads(metrics_path.read_text()).items():
+                yield Result(name, metric, value)

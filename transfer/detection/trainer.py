@@ -42,6 +42,23 @@ def _detectron2_logging(out_dir: Path) -> logging.Handler:
     return handler
 
 
+def start(trainer: DefaultTrainer, weights: Path) -> None:
+    """Resume from the last checkpoint in ``OUTPUT_DIR`` if there is one, else load the exported backbone.
+
+    Resuming is Detectron2's own ``resume_or_load(resume=True)``: model, optimizer, scheduler and
+    iteration. A fresh start loads only the backbone, through ``load_backbone``, which refuses a
+    file that does not fit the model (Detectron2 alone would log that and train from random weights).
+    """
+    if trainer.checkpointer.has_checkpoint():
+        trainer.resume_or_load(resume=True)
+        log.info("resumed from %s: training continues at iteration %d", trainer.checkpointer.get_checkpoint_file(),
+                 trainer.start_iter)
+        return
+    report = load_backbone(trainer.model, weights)
+    log.info("loaded %d backbone tensors from %s (%d head tensors start from scratch)",
+             report.loaded, weights, len(report.missing))
+
+
 def run_training(cfg, dataset, data_root: Path, weights: Path, seed: int, prefix: str,
                  evaluator: Optional[str] = None) -> Optional[Dict[str, float]]:
     """Train ``cfg`` from the exported backbone ``weights`` and evaluate; the metrics on rank 0, else None."""
@@ -55,9 +72,7 @@ def run_training(cfg, dataset, data_root: Path, weights: Path, seed: int, prefix
         dataset.register(data_root, prefix, evaluator)
         seed_all_rng(seed + comm.get_rank())
         trainer = Detectron2Trainer(cfg)
-        report = load_backbone(trainer.model, weights)
-        log.info("loaded %d backbone tensors from %s (%d head tensors start from scratch)",
-                 report.loaded, weights, len(report.missing))
+        start(trainer, weights)
         trainer.train()
         # DefaultTrainer's evaluation hook runs after the last iteration and keeps its results here
         results = getattr(trainer, "_last_eval_results", None) or trainer.test(cfg, trainer.model)

@@ -66,10 +66,19 @@ class RunContext:
     checkpoint_digest: str = ""      # sha256 of the checkpoint file; keys caches shared across runs
     cache_dir: Optional[Path] = None  # where protocols may cache work across runs (extracted features)
     info: Dict[str, Any] = field(default_factory=dict)  # notes a protocol stores with the run (subset digest, threads)
+    work_root: Optional[Path] = None  # engines' work folders, kept across reruns (default: out_dir)
 
     def model(self):
         """A fresh SlimResNet with the checkpoint's weights."""
         return self.checkpoint.build_model()
+
+    def work_dir(self, spec) -> Path:
+        """The engine work folder of one sub-network at this run's seed.
+
+        `bench run` roots it at (checkpoint digest, config digest), so a rerun of a killed run finds
+        the engine's own checkpoints there and resumes from them.
+        """
+        return Path(self.work_root if self.work_root is not None else self.out_dir) / str(spec) / f"seed{self.seed}"
 
 
 class Protocol(abc.ABC):
@@ -79,6 +88,12 @@ class Protocol(abc.ABC):
     Params: ClassVar[type]
     Dataset: ClassVar[type]
     description: ClassVar[str] = ""
+    # set by a protocol whose engine starts its own processes: why `bench run` refuses torchrun for it
+    spawns_own_processes: ClassVar[str] = ""
+
+    def records_run(self, params: Any) -> bool:
+        """Whether this process records the run in the results store (False on a follower machine)."""
+        return True
 
     @abc.abstractmethod
     def run(self, ctx: RunContext) -> Iterator[Result]:

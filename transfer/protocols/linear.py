@@ -13,11 +13,13 @@ so the trade is visible beside the accuracies.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, Iterator, List, Literal, Sequence
 
 import torch
@@ -249,17 +251,18 @@ def evaluate_on_features(probe: SwitchableProbe, feats: Sequence[torch.Tensor], 
     return [accuracy_rows(c, len(labels)) for c in counts]
 
 
+def feature_data_digest(ctx: RunContext) -> str:
+    """Key of a feature cache: the dataset block and the folder it read (another copy is other data)."""
+    root = str(Path(ctx.data_root).resolve())
+    return hashlib.sha256(f"{ctx.dataset.digest()}:{root}".encode()).hexdigest()
+
+
 def subnet_features(ctx: RunContext, split: str, batch_size: int, workers: int):
-    """Center-crop features of every requested sub-network on ``split`` (cached across runs)."""
+    """Center-crop features of every requested sub-network on ``split`` (cached; sharded under torchrun)."""
     d = ctx.dataset
-    nets = frozen_subnets(ctx)
-    cache = FeatureCache(ctx.cache_dir, ctx.checkpoint_digest, d.digest())
-
-    def loader():
-        ds = d.split(ctx.data_root, split, d.eval_transform())
-        return DataLoader(ds, batch_size=batch_size, num_workers=workers)
-
-    return cached_features(nets, loader, split, cache, ctx.device)
+    cache = FeatureCache(ctx.cache_dir, ctx.checkpoint_digest, feature_data_digest(ctx))
+    return cached_features(frozen_subnets(ctx), lambda: d.split(ctx.data_root, split, d.eval_transform()), split,
+                           cache, ctx.device, batch_size, workers)
 
 
 @register_protocol

@@ -1,10 +1,12 @@
 """Protocol ``mmseg``: semantic segmentation of every sub-network with MMSegmentation.
 
 For each sub-network: extract it, export it with the ``backbone.`` prefix, size the base config
-(FCN or UPerNet) to it, write the complete config to the run folder, train with MMEngine's
+(FCN or UPerNet) to it, write the complete config to its work folder, train with MMEngine's
 ``Runner`` and evaluate with MMSeg's ``IoUMetric`` (mIoU, mAcc, aAcc, in percent). Runs scale
 out through MMEngine's launcher (``launcher: pytorch`` under ``torchrun``, or ``slurm``), with
-SyncBN. An interrupted run resumes from the last checkpoint in its own folder.
+SyncBN. Each training works in ``ctx.work_dir(spec)``, which ``bench run`` keeps across reruns: a
+killed run resumes there through MMEngine's own ``resume`` (the last checkpoint of ``work_dir``),
+and a sub-network whose ``results.json`` is there is not trained again.
 
 Datasets use MMSeg's folder layouts: a generic ``img_dir/ann_dir`` folder, ADE20K
 (``ADEChallengeData2016``), VOC2012 + SBD augmented, Cityscapes, and ``demo-scenes`` (the
@@ -12,6 +14,7 @@ Fashion-MNIST scenes of ``transfer.scenes``, generated on first use).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -203,6 +206,13 @@ def resolve_launcher(requested: str, env: Optional[Dict[str, str]] = None) -> st
     return "pytorch" if int(env.get("WORLD_SIZE", "1")) > 1 else "none"
 
 
+def launcher_processes(launcher: str, env: Optional[Dict[str, str]] = None) -> int:
+    """How many processes MMEngine's ``launcher`` trains with (the environment each launcher reads)."""
+    env = os.environ if env is None else env
+    key = {"pytorch": "WORLD_SIZE", "slurm": "SLURM_NTASKS", "mpi": "OMPI_COMM_WORLD_SIZE"}.get(launcher)
+    return int(env.get(key, "1") or 1) if key else 1
+
+
 def pipelines(p: Params) -> Tuple[list, list]:
     """MMSeg's standard train (random resize, crop, flip, photometric) and test pipelines.
 
@@ -233,6 +243,7 @@ class MMSegProtocol(Protocol):
         from .compat import import_mmseg
 
         import_mmseg()
+        from mmengine.dist import is_main_process
         from mmengine.runner import Runner
 
         from . import backbone  # noqa: F401  (registers SlimBenchResNet in MMSeg's MODELS)
@@ -246,13 +257,25 @@ class MMSegProtocol(Protocol):
         arch = ctx.checkpoint.arch
         depth, stem = int(arch["depth"]), arch.get("stem", "imagenet")
         launcher = resolve_launcher(ctx.launch.get("launcher", p.launcher))
+        processes = launcher_processes(launcher)
+        # MMSeg's batch_size is per process (its convention): the optimisation sees the product
+        log.info("mmseg %s: batch_size %d per process x %d process(es) (launcher %s) = global batch %d",
+                 ctx.suite_name, p.batch_size, processes, launcher, p.batch_size * processes)
+        ctx.info.update({"processes": processes, "global_batch_size": p.batch_size * processes})
         cuda = ctx.device.type == "cuda"
         train_pipe, test_pipe = pipelines(p)
         train_ds, val_ds = d.mmseg_datasets(ctx.data_root, train_pipe, test_pipe)
         num_classes = len(d.classes_tuple())
         for i, spec in enumerate(ctx.subnets):
-            log.info("mmseg %s: sub-network %s (%d of %d)", ctx.suite_name, spec, i + 1, len(ctx.subnets))
-            folder = Path(ctx.out_dir) / "mmseg" / str(spec)
+            folder = ctx.work_dir(spec)
+            log.info("mmseg %s: sub-network %s (%d of %d) seed %d in %s", ctx.suite_name, spec, i + 1,
+                     len(ctx.subnets), ctx.seed, folder)
+            results_path = folder / "results.json"
+            if results_path.is_file():
+                log.info("mmseg %s: trained and evaluated by an earlier run", spec)
+                metrics = json.loads(results_path.read_text())
+                yield from (Result(str(spec), metric, float(metrics[metric])) for metric in METRICS)
+                continue
             weights = export_mmseg(extract(ctx.checkpoint, spec), folder / "backbone.pth")
             model_cfg = model_config(base, depth, stem, spec, num_classes, weights,
                                      distributed=launcher != "none", overrides=p.model_overrides)
@@ -268,6 +291,9 @@ class MMSegProtocol(Protocol):
             runner = Runner.from_cfg(cfg)
             with trusted_run_checkpoints(work_dir):
                 runner.train()   # resumes from work_dir's last checkpoint when there is one
-            metrics = runner.val_loop.run()
+            evaluated = runner.val_loop.run()
+            metrics = {metric: float(evaluated[metric]) for metric in METRICS}
+            if is_main_process():
+                atomic_write_bytes(results_path, json.dumps(metrics, indent=1).encode())
             for metric in METRICS:
-                yield Result(str(spec), metric, float(metrics[metric]))
+                yield Result(str(spec), metric, metrics[metric])
