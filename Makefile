@@ -6,11 +6,12 @@ BIN    := $(VENV)/bin
 STAMPS := $(VENV)/.stamps
 TORCH  := torch==2.14.1 torchvision==0.29.1
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup test demo clean data
+.PHONY: setup test demo clean data browser
 .DEFAULT_GOAL := setup
 
-setup: $(STAMPS)/slimbench data
+setup: $(STAMPS)/slimbench data browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,12 @@ data:
 	@if [ -f $(FMNIST) ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then (apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)); \
 	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (or pass --data-root DIR)"; fi
+
+# Debian's Chromium renders the HTML leaderboard in a test (root installs it; others get one line).
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then (apt-get install -y chromium || (apt-get update && apt-get install -y chromium)); \
+	else echo "Chromium missing (the leaderboard page test is skipped): run 'sudo apt-get install chromium'"; fi
 
 test: setup
 	$(BIN)/python -m pytest -q

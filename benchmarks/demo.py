@@ -1,19 +1,24 @@
-"""The demo behind `make demo`: pretrain on real data, benchmark every sub-network, print the board.
+"""The demo behind `make demo`: pretrain on real data, benchmark the sub-networks, print the board.
 
-Every stage reuses finished work: a pretraining run folder resumes (a finished run returns at
-once and keeps its checkpoint file, hence its digest), the random-init baseline is written once,
-and each suite run with the same checkpoint and suite digests is taken from the results store.
-A second `make demo` therefore only re-reads and re-prints.
+Stages: the random-init baseline; the two demo recipes; individual SlimCLR-MoCo v2 baselines at the
+largest and the smallest demo width (the papers' comparison); the demo suites. Every stage reuses
+finished work: a pretraining run folder resumes (a finished run returns at once and keeps its
+checkpoint file, hence its digest), the random-init baseline is written once, and each suite run
+with the same checkpoint and suite digests is taken from the results store. A second `make demo`
+therefore only re-reads and re-prints. The terminal gets a compact table, the comparison of each
+sub-network with its individual baseline, and the time of every stage; the full leaderboard goes
+to `runs/leaderboard.{md,csv,html,png}`.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import yaml
@@ -24,7 +29,7 @@ from pretrain.errors import SlimBenchError
 from pretrain.recipe import load_recipe
 from pretrain.resnet import SlimResNet, parse_arch
 
-from .leaderboard import build, plot_png, to_html, to_markdown
+from .leaderboard import build, plot_png, to_csv, to_html, to_markdown, to_terminal
 from .store import ResultsStore
 from .suites import load_suite
 
@@ -33,6 +38,11 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 DEMO_RECIPES = ("demo-slimclr-mocov2", "demo-dspnet")
 DEMO_SUITES = ("fmnist-linear-fast", "fmnist-knn", "demo-det", "demo-seg", "complexity", "latency")
+# Individual baselines of the SlimCLR demo at its largest and smallest width (`--individual all`
+# trains every width); they run the classification suites and complexity, as the papers compare.
+BASELINE_RECIPE = "demo-slimclr-mocov2"
+BASELINE_SUBNETS = ("w1.0", "w0.25")
+BASELINE_SUITES = ("fmnist-linear-fast", "fmnist-knn", "complexity")
 
 
 @dataclass
@@ -58,25 +68,38 @@ class DemoPaths:
     def markdown(self) -> Path:
         return self.runs / "leaderboard.md"
 
+    @property
+    def csv(self) -> Path:
+        return self.runs / "leaderboard.csv"
 
-def pretrain_demo(name: str, paths: DemoPaths) -> Path:
-    """Pretrain (or resume, or reuse) one demo recipe; returns its checkpoint path."""
+    @property
+    def terminal(self) -> Path:
+        return self.runs / "leaderboard.txt"
+
+
+def pretrain_demo(name: str, paths: DemoPaths, individual: Optional[str] = None) -> Path:
+    """Pretrain (or resume, or reuse) one demo recipe, or its individual baseline; returns the checkpoint."""
+    from pretrain.individual import individual_recipe
     from pretrain.trainer import RECIPE_FILE, STATE_FILE, recipe_changes, train
 
-    recipe = load_recipe(REPO / "configs" / "pretrain" / f"{name}.yaml", [f"data.root={paths.data}"])
+    source = REPO / "configs" / "pretrain" / f"{name}.yaml"
+    recipe, record = load_recipe(source, [f"data.root={paths.data}"]), None
     out = paths.runs / "pretrain" / name
+    if individual is not None:
+        recipe, record = individual_recipe(recipe, individual, str(source))
+        out = out.with_name(f"{name}-individual-{record['subnet']}")
     resume = (out / STATE_FILE).exists()
     if resume and (out / RECIPE_FILE).is_file():
         changed = recipe_changes(yaml.safe_load((out / RECIPE_FILE).read_text()) or {}, recipe)
         if changed:
             # The shipped recipe changed since this run (a newer checkout): keep the old run, start anew.
-            kept = out.with_name(f"{name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
+            kept = out.with_name(f"{out.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
             out.rename(kept)
-            log.warning("demo: %s changed since the run in %s (%s); that run is kept as %s and %s "
-                        "pretrains again", name, out, "; ".join(changed[:3]), kept, name)
+            log.warning("demo: %s changed since the run in %s (%s); that run is kept as %s and it "
+                        "pretrains again", out.name, out, "; ".join(changed[:3]), kept)
             resume = False
-    log.info("demo: %s pretraining %s in %s", "resuming" if resume else "starting", name, out)
-    return train(recipe, out, resume=resume).checkpoint
+    log.info("demo: %s pretraining %s in %s", "resuming" if resume else "starting", out.name, out)
+    return train(recipe, out, resume=resume, individual=record).checkpoint
 
 
 def random_baseline(like: Path, paths: DemoPaths, seed: int = 0) -> Path:
@@ -108,25 +131,68 @@ def run_suite_process(suite_name: str, ckpt: Path, paths: DemoPaths) -> None:
                              f"its run folder and run.log are under {paths.runs / suite_name}")
 
 
-def run_demo(paths: DemoPaths, recipes: Sequence[str] = DEMO_RECIPES, suites: Sequence[str] = DEMO_SUITES) -> str:
-    """Run the whole demo and return the leaderboard as Markdown."""
-    start = time.perf_counter()
+class Stages:
+    """Wall time of each demo stage, printed at the end (the budget is 30 min fresh, 60 s again)."""
+
+    def __init__(self):
+        self.times: List[Tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times.append((name, time.perf_counter() - start))
+
+    def table(self) -> str:
+        """One line per stage and the total, as ``m:ss``."""
+        width = max(len(n) for n, _ in self.times)
+        lines = [f"  {n:<{width}}  {_mmss(t)}" for n, t in self.times]
+        return "\n".join(["demo stages:", *lines, f"  {'total':<{width}}  {_mmss(sum(t for _, t in self.times))}"])
+
+
+def _mmss(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def run_demo(paths: DemoPaths, recipes: Sequence[str] = DEMO_RECIPES, suites: Sequence[str] = DEMO_SUITES,
+             baselines: Sequence[str] = BASELINE_SUBNETS) -> str:
+    """Run the whole demo; returns what the terminal shows (compact table, comparison, stage times)."""
+    stages = Stages()
     find_fmnist(paths.data)  # fail at once, naming every way to get the data
-    checkpoints: List[Path] = [random_baseline(REPO / "configs" / "pretrain" / f"{recipes[0]}.yaml", paths)]
-    checkpoints += [pretrain_demo(name, paths) for name in recipes]
+    paths.data.mkdir(parents=True, exist_ok=True)  # the scenes are generated there; `bench run` needs it to exist
+    with stages.stage("random-init checkpoint"):
+        checkpoints: List[Path] = [random_baseline(REPO / "configs" / "pretrain" / f"{recipes[0]}.yaml", paths)]
+    for name in recipes:
+        with stages.stage(f"pretrain {name}"):
+            checkpoints.append(pretrain_demo(name, paths))
+    individuals: List[Path] = []
+    with stages.stage(f"pretrain {len(baselines)} individual baselines"):
+        individuals += [pretrain_demo(BASELINE_RECIPE, paths, individual=s) for s in baselines]
     for suite_name in suites:
-        for ckpt in checkpoints:
-            log.info("demo: suite %s on %s", suite_name, ckpt)
-            run_suite_process(suite_name, ckpt, paths)
+        targets = checkpoints + (individuals if suite_name in BASELINE_SUITES else [])
+        with stages.stage(f"suite {suite_name} ({len(targets)} checkpoints)"):
+            for ckpt in targets:
+                log.info("demo: suite %s on %s", suite_name, ckpt)
+                run_suite_process(suite_name, ckpt, paths)
+    with stages.stage("leaderboard"):
+        terminal = write_leaderboard(paths, checkpoints + individuals)
+    shown = f"{terminal}\n\n{stages.table()}"
+    atomic_write_bytes(paths.terminal, shown.encode())   # tools/update_readme_demo.py copies it into README
+    return shown
+
+
+def write_leaderboard(paths: DemoPaths, checkpoints: Sequence[Path]) -> str:
+    """Write the full leaderboard files of these checkpoints; returns the compact terminal view."""
     store = ResultsStore(paths.db)
     # Only this demo's checkpoints: the database also keeps runs of superseded demo checkpoints.
     digests = {file_digest(c) for c in checkpoints}
     board = build(r for r in store.rows() if r["checkpoint_digest"] in digests)
     png = plot_png(board)
-    markdown = to_markdown(board)
-    atomic_write_bytes(paths.markdown, markdown.encode())
+    atomic_write_bytes(paths.markdown, to_markdown(board).encode())
+    atomic_write_bytes(paths.csv, to_csv(board).encode())
     atomic_write_bytes(paths.html, to_html(board, png).encode())
     if png is not None:
         atomic_write_bytes(paths.png, png)
-    log.info("demo finished in %.1f s; leaderboard in %s and %s", time.perf_counter() - start, paths.html, paths.png)
-    return markdown
+    return to_terminal(board)
