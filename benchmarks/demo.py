@@ -23,7 +23,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import torch
 import yaml
 
-from pretrain.checkpoint import Checkpoint, atomic_write_bytes, file_digest, save_checkpoint
+from pretrain.checkpoint import Checkpoint, atomic_write_bytes, file_digest, load_checkpoint, save_checkpoint
 from pretrain.datasets import find_fmnist
 from pretrain.errors import SlimBenchError
 from pretrain.recipe import load_recipe
@@ -31,7 +31,7 @@ from pretrain.resnet import SlimResNet, parse_arch
 
 from .leaderboard import build, plot_png, to_csv, to_html, to_markdown, to_terminal
 from .store import ResultsStore
-from .suites import load_suite
+from .suites import load_suite, resolve_subnets
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,15 @@ def random_baseline(like: Path, paths: DemoPaths, seed: int = 0) -> Path:
     return out
 
 
+def finished_before(suite, ckpt: Path, paths: DemoPaths, seed: int = 0) -> bool:
+    """Whether `bench run` would reuse a finished run: the same lookup, without a child process to start
+    (each costs seconds of imports; a second `make demo` must take under a minute)."""
+    if not paths.db.is_file():
+        return False
+    specs = resolve_subnets(suite.subnets, load_checkpoint(ckpt))
+    return ResultsStore(paths.db).find_finished(file_digest(ckpt), suite.digest(specs, seed)) is not None
+
+
 def run_suite_process(suite_name: str, ckpt: Path, paths: DemoPaths) -> None:
     """`bench run` in a child process, as a user runs it.
 
@@ -122,7 +131,10 @@ def run_suite_process(suite_name: str, ckpt: Path, paths: DemoPaths) -> None:
     in one long process, Mask R-CNN iterations after the classification suites ran 19x slower
     (9.3 s vs 0.48 s) than in a fresh one.
     """
-    load_suite(suite_name)  # a bad suite fails here, before any child starts
+    suite = load_suite(suite_name)  # a bad suite fails here, before any child starts
+    if finished_before(suite, ckpt, paths):
+        log.info("demo: suite %s on %s: finished before, reused", suite_name, ckpt)
+        return
     cmd = [sys.executable, "-m", "benchmarks.cli", "run", "--suite", suite_name, "--checkpoint", str(ckpt),
            "--db", str(paths.db), "--out", str(paths.runs), "--data-root", str(paths.data)]
     done = subprocess.run(cmd)

@@ -1,0 +1,28 @@
+"""Pieces of the demo driver: the reuse check it makes without a child process, and its stage times."""
+from benchmarks.demo import DemoPaths, Stages, finished_before
+from benchmarks.suites import load_suite
+from tests.benchmarks.test_cli_run import setup  # noqa: F401  (fixture)
+
+
+def test_a_finished_suite_is_seen_without_starting_bench_run(setup):
+    tmp_path, ckpt = setup
+    paths = DemoPaths(tmp_path, tmp_path / "data")          # its results.db is <runs>/results.db
+    suite = load_suite(str(tmp_path / "tiny.yaml"))
+    assert not finished_before(suite, ckpt, paths)          # no database yet
+    common = ["--checkpoint", str(ckpt), "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "runs")]
+    assert main_run(tmp_path, paths, common) == 0
+    assert finished_before(suite, ckpt, paths)
+    assert not finished_before(load_suite("complexity"), ckpt, paths)   # another suite: still to run
+
+
+def main_run(tmp_path, paths, common):
+    from benchmarks.cli import main
+    return main(["run", "--db", str(paths.db), "--suite", str(tmp_path / "tiny.yaml"), *common])
+
+
+def test_stage_times_are_listed_with_their_total():
+    stages = Stages()
+    stages.times += [("pretrain demo-dspnet", 372.4), ("suite demo-det (3 checkpoints)", 61.0)]
+    assert stages.table().splitlines() == ["demo stages:", "  pretrain demo-dspnet            6:12",
+                                           "  suite demo-det (3 checkpoints)  1:01",
+                                           "  total                           7:13"]
