@@ -123,17 +123,25 @@ def finished_before(suite, ckpt: Path, paths: DemoPaths, seed: int = 0) -> bool:
     return ResultsStore(paths.db).find_finished(file_digest(ckpt), suite.digest(specs, seed)) is not None
 
 
-def run_suite_process(suite_name: str, ckpt: Path, paths: DemoPaths) -> None:
-    """`bench run` in a child process, as a user runs it.
+def run_demo_suite(suite_name: str, ckpt: Path, paths: DemoPaths) -> None:
+    """Run one suite on one checkpoint, as `bench run` does.
 
-    One process per suite run keeps the engines' global state (Detectron2's dataset catalog,
-    MMEngine's registries and loggers, torch's thread settings) from leaking into the next run:
-    in one long process, Mask R-CNN iterations after the classification suites ran 19x slower
-    (9.3 s vs 0.48 s) than in a fresh one.
+    A suite whose protocol drives a training engine (Detectron2, MMEngine) runs as `bench run` in a
+    child process: the engines' global state (Detectron2's dataset catalog, MMEngine's registries
+    and loggers, torch's thread settings) would leak into the next run; in one long process, Mask
+    R-CNN iterations after the classification suites ran 19x slower (9.3 s vs 0.48 s) than in a
+    fresh one. The others (probes, kNN, complexity, latency) run here, saving each child's seconds
+    of imports.
     """
     suite = load_suite(suite_name)  # a bad suite fails here, before any child starts
     if finished_before(suite, ckpt, paths):
         log.info("demo: suite %s on %s: finished before, reused", suite_name, ckpt)
+        return
+    if not suite.protocol_cls.uses_engine:
+        from .commands.run import format_results
+        from .runner import run_suite
+        print(format_results(suite.name, run_suite(suite, ckpt, ResultsStore(paths.db), data_root=paths.data,
+                                                   out_root=paths.runs)), flush=True)
         return
     cmd = [sys.executable, "-m", "benchmarks.cli", "run", "--suite", suite_name, "--checkpoint", str(ckpt),
            "--db", str(paths.db), "--out", str(paths.runs), "--data-root", str(paths.data)]
@@ -187,7 +195,7 @@ def run_demo(paths: DemoPaths, recipes: Sequence[str] = DEMO_RECIPES, suites: Se
         with stages.stage(f"suite {suite_name} ({len(targets)} checkpoints)"):
             for ckpt in targets:
                 log.info("demo: suite %s on %s", suite_name, ckpt)
-                run_suite_process(suite_name, ckpt, paths)
+                run_demo_suite(suite_name, ckpt, paths)
     with stages.stage("leaderboard"):
         terminal = write_leaderboard(paths, checkpoints + individuals)
     shown = f"{terminal}\n\n{stages.table()}"

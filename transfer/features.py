@@ -103,6 +103,7 @@ def cached_features(nets: Mapping[str, nn.Module], dataset_fn: Callable[[], Data
                     workers: int = 0) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
     """Features of every network for ``split``, computing (in one sharded pass) only those not cached yet.
 
+    ``nets`` is indexed only for the names not cached, so a lazy mapping builds no other network.
     Every process returns all rows in dataset order. A file counts as cached only when every process
     can read it (say, folders not shared across machines), so all of them take part in one extraction.
     """

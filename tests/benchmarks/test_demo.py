@@ -1,4 +1,5 @@
-"""Pieces of the demo driver: the reuse check it makes without a child process, and its stage times."""
+"""Pieces of the demo driver: the reuse check it makes without a child process, where each suite runs,
+and its stage times."""
 from benchmarks.demo import DemoPaths, Stages, finished_before
 from benchmarks.suites import load_suite
 from tests.benchmarks.test_cli_run import setup  # noqa: F401  (fixture)
@@ -26,3 +27,25 @@ def test_stage_times_are_listed_with_their_total():
     assert stages.table().splitlines() == ["demo stages:", "  pretrain demo-dspnet            6:12",
                                            "  suite demo-det (3 checkpoints)  1:01",
                                            "  total                           7:13"]
+
+
+def test_classification_suites_run_in_the_demo_process_and_engines_in_a_child(setup, monkeypatch, capsys):
+    import types
+
+    import benchmarks.demo as demo
+    from benchmarks.demo import run_demo_suite
+    from benchmarks.store import ResultsStore
+    from transfer.protocols.base import PROTOCOL_MODULES, get_protocol
+    tmp_path, ckpt = setup
+    paths = DemoPaths(tmp_path / "runs", tmp_path / "data")
+    paths.runs.mkdir()
+    def no_child(*args, **kwargs):
+        raise AssertionError(f"a child process ran: {args}")
+
+    monkeypatch.setattr(demo, "subprocess", types.SimpleNamespace(run=no_child))
+    run_demo_suite(str(tmp_path / "tiny.yaml"), ckpt, paths)
+    (run,) = ResultsStore(paths.db).runs()
+    assert run["status"] == "finished" and "tiny-linear-fast seed 0: run" in capsys.readouterr().out
+    assert finished_before(load_suite(str(tmp_path / "tiny.yaml")), ckpt, paths)
+    engines = {name for name in PROTOCOL_MODULES if get_protocol(name).uses_engine}
+    assert engines == {"detectron2", "mmseg"}

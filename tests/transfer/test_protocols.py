@@ -82,6 +82,29 @@ def test_knn_top1(tiny):
     assert res[("w1.0", "top1")] == 100.0 and res[("w0.5", "top1")] == 100.0
 
 
+def test_feature_protocols_build_each_subnet_once_and_none_when_cached(tiny, monkeypatch, tmp_path):
+    import transfer.classify.subnets as subnets
+    import transfer.protocols.linear as linear
+    built = []
+    real = subnets.extract_subnet
+
+    def counting(ctx, spec):
+        built.append(str(spec))
+        return real(ctx, spec)
+
+    monkeypatch.setattr(linear, "extract_subnet", counting)
+    specs = [SubnetSpec(1.0), SubnetSpec.parse("w0.5-d1.1.1.1")]   # the depth variant is BN-calibrated
+    params = {"epochs": 2, "batch_size": 8, "milestones": [1], "workers": 0}
+    protocol, ctx = context(tiny, "linear-fast", params, DATA)
+    ctx = dataclasses.replace(ctx, subnets=specs, cache_dir=tmp_path)
+    list(protocol.run(ctx))
+    assert built == ["w1.0", "w0.5-d1.1.1.1"]   # once for both splits, not once per split
+    knn, kctx = context(tiny, "knn", {"k": 5, "workers": 0}, DATA)
+    kctx = dataclasses.replace(kctx, subnets=specs, cache_dir=tmp_path)
+    res = by_key(knn.run(kctx))
+    assert built == ["w1.0", "w0.5-d1.1.1.1"] and ("w0.5-d1.1.1.1", "top1") in res   # all from the cache
+
+
 def test_depth_variant_of_a_stored_width_is_calibrated_on_training_images(tiny):
     from pretrain.slim import calibrate_bn, extract
     from transfer.classify.subnets import extract_subnet

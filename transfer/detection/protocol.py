@@ -158,6 +158,7 @@ class Detectron2Protocol(Protocol):
     Params = Detectron2Params
     Dataset = DetectionData
     description = "Detectron2 Faster/Mask R-CNN fine-tuning per sub-network; box (and mask) AP, AP50, AP75"
+    uses_engine = True
     spawns_own_processes = ("Detectron2's launch spawns its own processes (params.num_gpus per machine; "
                             "params.num_machines, params.machine_rank and params.dist_url across machines)")
 

@@ -90,6 +90,9 @@ class Protocol(abc.ABC):
     description: ClassVar[str] = ""
     # set by a protocol whose engine starts its own processes: why `bench run` refuses torchrun for it
     spawns_own_processes: ClassVar[str] = ""
+    # set by a protocol that drives a training engine (Detectron2, MMEngine) whose global state
+    # outlives a run: callers running many suites give each such run a fresh process
+    uses_engine: ClassVar[bool] = False
 
     def records_run(self, params: Any) -> bool:
         """Whether this process records the run in the results store (False on a follower machine)."""

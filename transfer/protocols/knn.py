@@ -43,8 +43,8 @@ class KnnProtocol(Protocol):
     def run(self, ctx: RunContext) -> Iterator[Result]:
         start = time.perf_counter()
         p = ctx.params
-        train_f, train_y = subnet_features(ctx, "train", p.batch_size, p.workers)
-        val_f, val_y = subnet_features(ctx, "val", p.batch_size, p.workers)
+        feats = subnet_features(ctx, p.batch_size, p.workers)
+        (train_f, train_y), (val_f, val_y) = feats["train"], feats["val"]
         num_classes = ctx.dataset.num_classes(ctx.data_root)
         for spec in ctx.subnets:
             name = str(spec)

@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Literal, Sequence
+from typing import Dict, Iterator, List, Literal, Mapping, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
@@ -257,12 +257,46 @@ def feature_data_digest(ctx: RunContext) -> str:
     return hashlib.sha256(f"{ctx.dataset.digest()}:{root}".encode()).hexdigest()
 
 
-def subnet_features(ctx: RunContext, split: str, batch_size: int, workers: int):
-    """Center-crop features of every requested sub-network on ``split`` (cached; sharded under torchrun)."""
+class LazySubnets(Mapping):
+    """The requested sub-networks by name, each extracted (and BN-calibrated) on first access, once.
+
+    Cached features need no network: a kNN run after ``linear-fast`` on the same checkpoint builds
+    none, and a DSPNet depth variant is calibrated once per run rather than once per split.
+    """
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.specs = {str(s): s for s in ctx.subnets}
+        self.built: Dict[str, torch.nn.Module] = {}
+
+    def __getitem__(self, name: str) -> torch.nn.Module:
+        if name not in self.built:
+            self.built[name] = extract_subnet(self.ctx, self.specs[name]).requires_grad_(False)
+        return self.built[name]
+
+    def __iter__(self):
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+
+Features = Tuple[Dict[str, torch.Tensor], torch.Tensor]
+
+
+def subnet_features(ctx: RunContext, batch_size: int, workers: int,
+                    splits: Sequence[str] = ("train", "val")) -> Dict[str, Features]:
+    """Center-crop features of every requested sub-network on each split: {split: ({subnet: N x C}, labels)}.
+
+    Cached per (checkpoint, data, split, subnet) and sharded under torchrun; a sub-network is
+    extracted only if one of its splits is not cached yet.
+    """
     d = ctx.dataset
     cache = FeatureCache(ctx.cache_dir, ctx.checkpoint_digest, feature_data_digest(ctx))
-    return cached_features(frozen_subnets(ctx), lambda: d.split(ctx.data_root, split, d.eval_transform()), split,
-                           cache, ctx.device, batch_size, workers)
+    nets = LazySubnets(ctx)
+    return {split: cached_features(nets, lambda s=split: d.split(ctx.data_root, s, d.eval_transform()), split,
+                                   cache, ctx.device, batch_size, workers)
+            for split in splits}
 
 
 @register_protocol
@@ -278,8 +312,8 @@ class LinearFastProtocol(Protocol):
         start = time.perf_counter()
         torch.manual_seed(ctx.seed)
         p = ctx.params
-        train_f, train_y = subnet_features(ctx, "train", p.eval_batch_size, p.workers)
-        val_f, val_y = subnet_features(ctx, "val", p.eval_batch_size, p.workers)
+        feats = subnet_features(ctx, p.eval_batch_size, p.workers)
+        (train_f, train_y), (val_f, val_y) = feats["train"], feats["val"]
         feature_time = time.perf_counter() - start
         names = [str(s) for s in ctx.subnets]
         num_classes = ctx.dataset.num_classes(ctx.data_root)

@@ -238,6 +238,7 @@ class MMSegProtocol(Protocol):
     Params = Params
     Dataset = Dataset
     description = "semantic segmentation with MMSegmentation (FCN / UPerNet): mIoU, mAcc, aAcc"
+    uses_engine = True
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
         from .compat import import_mmseg
