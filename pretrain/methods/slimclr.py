@@ -60,6 +60,10 @@ class SlimCLR(PretrainMethod, abc.ABC):
     def after_keys(self, keys) -> None:
         """Hook after the loss is built (MoCo v2 enqueues its keys here)."""
 
+    def similarity_terms(self, name: str, pairs: Similarities) -> Dict[str, torch.Tensor]:
+        """Detached diagnostics of one width's similarities to log beside its loss (none by default)."""
+        return {}
+
     def step_signature(self, ctx: StepContext) -> str:
         return "all widths" if ctx.slim_active and len(self.widths) > 1 else "full width"
 
@@ -82,6 +86,7 @@ class SlimCLR(PretrainMethod, abc.ABC):
             pairs = self.width_similarities(i, view1, view2, keys)
             nce = sum(info_nce(sim / cfg.temperature, labels) for sim, labels in pairs) * nce_scale
             terms[f"{name}/infonce"] = nce.detach()
+            terms.update(self.similarity_terms(name, pairs))
             loss = nce
             if i == 0:
                 teacher = [sim.detach() * distill_scale for sim, _ in pairs]

@@ -12,6 +12,13 @@ Shuffling BN (MoCo, section 3.3): BatchNorm statistics of a batch carry a signat
 query find its positive key computed in "the same" batch, a shortcut that lowers the loss and
 hurts the features. MoCo computes keys on a batch shuffled across GPUs. ``bn_groups`` splits each
 rank's batch into that many BN batches (as on that many GPUs), so the shuffle works on one process.
+
+A queue has a second shortcut: its keys come from older key encoders. When the encoder drifts fast
+against the key momentum, the current query is closer to every current key than to any queued one,
+and InfoNCE falls with no instance discrimination at all. Each width therefore logs, beside its
+loss, the mean cosine of a query with its positive key (``pos``), with the queue (``neg_queue``) and
+with the other keys of its batch (``neg_batch``, fresh negatives the loss does not use):
+``neg_batch`` near ``pos`` with ``neg_queue`` far below both is that shortcut.
 """
 from __future__ import annotations
 
@@ -23,6 +30,14 @@ from ..slim_ops import SlimMLP
 from ..spec import SubnetSpec, format_width
 from .base import frozen_copy, normal_init_, register_method
 from .slimclr import SlimCLR
+
+
+def _mean_off_diagonal_cosine(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
+    """Mean of ``q_i . k_j`` over ``i != j`` (None for a batch of one), from sums: no matmul, so no counted FLOPs."""
+    n = q.shape[0]
+    if n < 2:
+        return None
+    return ((q.sum(0) * k.sum(0)).sum() - pos.sum()) / (n * (n - 1))
 
 
 @register_method("slimclr-mocov2")
@@ -43,6 +58,7 @@ class SlimCLRMoCoV2(SlimCLR):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         # Its own generator (saved with the state dict): a resumed run shuffles exactly as an uninterrupted one.
         self.shuffle_generator = torch.Generator().manual_seed(seed)
+        self._batch_neg = None
 
     def online_and_target(self):
         return [(self.encoder, self.key_encoder), (self.head, self.key_head)]
@@ -80,8 +96,16 @@ class SlimCLRMoCoV2(SlimCLR):
         self.keep(f"q/w{format_width(self.widths[index])}", q)
         pos = (q * k).sum(dim=1, keepdim=True)
         neg = q @ queue.to(q.dtype)
+        self._batch_neg = _mean_off_diagonal_cosine(q.detach(), k, pos.detach())
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return [(torch.cat([pos, neg], dim=1), labels)]
+
+    def similarity_terms(self, name, pairs):
+        sim = pairs[0][0].detach()
+        terms = {f"{name}/pos": sim[:, 0].mean(), f"{name}/neg_queue": sim[:, 1:].mean()}
+        if self._batch_neg is not None:
+            terms[f"{name}/neg_batch"] = self._batch_neg
+        return terms
 
     @torch.no_grad()
     def after_keys(self, keys) -> None:

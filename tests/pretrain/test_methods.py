@@ -42,7 +42,8 @@ def test_slow_start_gives_sub_networks_no_gradient(name):
     method = make(name)
     v1, v2 = views()
     loss, terms = method(v1, v2, StepContext(0, 10, 0.0, slim_active=False))
-    assert set(terms) == {"w1.0/infonce"}
+    assert {k for k in terms if k.endswith(("/infonce", "/kd"))} == {"w1.0/infonce"}
+    assert all(k.startswith("w1.0/") for k in terms)
     loss.backward()
     sub_only = method.encoder.layer1[0].bn1.bn[1]   # BN of width 0.5 only
     assert sub_only.weight.grad is None
@@ -104,6 +105,12 @@ def test_mocov2_logits_reference():
     expected = F.cross_entropy(logits, torch.zeros(6, dtype=torch.long))
     _, terms = method(v1, v2, CTX)
     assert terms["w1.0/infonce"].item() == pytest.approx(expected.item(), rel=1e-4)
+    # The logged similarities: positive pairs, the queue, and the batch's other (fresh) keys.
+    cross = q @ k.T
+    off_diagonal = cross[~torch.eye(6, dtype=torch.bool)]
+    assert terms["w1.0/pos"].item() == pytest.approx(cross.diag().mean().item(), abs=1e-5)
+    assert terms["w1.0/neg_queue"].item() == pytest.approx((q @ queue).mean().item(), abs=1e-5)
+    assert terms["w1.0/neg_batch"].item() == pytest.approx(off_diagonal.mean().item(), abs=1e-5)
 
 
 def test_mocov2_shuffle_bn_reference():
