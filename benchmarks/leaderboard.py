@@ -269,13 +269,26 @@ def ratio_lines(comparison: Comparison) -> List[str]:
     return out
 
 
+def warning_lines(comparison: Comparison) -> List[str]:
+    """One line per network of a pair that its pretraining diagnosed, marked ``!`` as its table cell."""
+    lines = (f"! {w['checkpoint']}{'' if w['alone'] else ' ' + w['subnet']}: {w['message']}"
+             for r in comparison.rows for w in r.get("warnings", ()))
+    return list(dict.fromkeys(lines))
+
+
+def _pair_cells(r: Dict[str, Any]) -> List[str]:
+    """The checkpoint, sub-network and baseline cells of a comparison row, ``!`` where a warning applies."""
+    def mark(alone: bool) -> str:
+        return " !" if any(w["alone"] is alone for w in r.get("warnings", ())) else ""
+    return [r["checkpoint"] + mark(False), r["subnet"], r["baseline"] + mark(True)]
+
+
 def comparison_lines(comparison: Comparison, columns: Sequence[str], markdown: bool) -> List[str]:
-    """The comparison as Markdown (or aligned text) rows, then the cost ratios."""
+    """The comparison as Markdown (or aligned text) rows, then the cost ratios and the warnings."""
     header = ["checkpoint", "subnet", "alone"] + [c for c in columns]
-    rows = [[r["checkpoint"], r["subnet"], r["baseline"], *(_vs(c, r[c]) if c in r else "" for c in columns)]
-            for r in comparison.rows]
+    rows = [[*_pair_cells(r), *(_vs(c, r[c]) if c in r else "" for c in columns)] for r in comparison.rows]
     table = _md_table(header, rows, 3) if markdown else _text_table(header, rows, 3)
-    return [*table, "", *ratio_lines(comparison)]
+    return [*table, "", *ratio_lines(comparison), *warning_lines(comparison)]
 
 
 def _spread_columns(board: Board) -> List[str]:
@@ -296,7 +309,7 @@ def to_csv(board: Board) -> str:
     paired = _paired_rows(board)
     if paired:   # a slimmable sub-network's row also carries its individual baseline's values
         compared = board.comparison.metric_columns
-        fields += ["individual_baseline", *(f"{c}_individual" for c in compared),
+        fields += ["individual_baseline", "pair_warnings", *(f"{c}_individual" for c in compared),
                    "cost_ratio_train_flops", "cost_ratio_device_seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
@@ -315,6 +328,7 @@ def to_csv(board: Board) -> str:
         if pair:
             comparison_row, ratio = pair
             out["individual_baseline"] = comparison_row["baseline"]
+            out["pair_warnings"] = "; ".join(line[2:] for line in warning_lines(Comparison([], [comparison_row], [])))
             for c in board.comparison.metric_columns:
                 if c in comparison_row:
                     out[f"{c}_individual"] = comparison_row[c][1]
@@ -384,14 +398,16 @@ def to_terminal(board: Board, max_width: int = 120) -> str:
     if board.comparison:
         shown = [c for c in heads if c in board.comparison.metric_columns]
         comparison = Comparison(shown, [{**r, "checkpoint": _short_checkpoint(r["checkpoint"]),
-                                         "baseline": _short_checkpoint(r["baseline"])} for r in board.comparison.rows],
+                                         "baseline": _short_checkpoint(r["baseline"]),
+                                         "warnings": [{**w, "checkpoint": _short_checkpoint(w["checkpoint"])}
+                                                      for w in r.get("warnings", ())]}
+                                        for r in board.comparison.rows],
                                 [{**r, "checkpoint": _short_checkpoint(r["checkpoint"])}
                                  for r in board.comparison.ratios])
         header = ["checkpoint", "subnet", "alone", *(_short_column(c) for c in shown)]
-        rows = [[r["checkpoint"], r["subnet"], r["baseline"], *(_vs(c, r[c]) if c in r else "" for c in shown)]
-                for r in comparison.rows]
+        rows = [[*_pair_cells(r), *(_vs(c, r[c]) if c in r else "" for c in shown)] for r in comparison.rows]
         lines += ["", "slimmable vs pretrained alone (slimmable / alone, difference):",
-                  *_text_table(header, rows, 3), *ratio_lines(comparison)]
+                  *_text_table(header, rows, 3), *ratio_lines(comparison), *warning_lines(comparison)]
     return "\n".join(line[:max_width] for line in lines)
 
 
@@ -507,12 +523,12 @@ def _comparison_html(board: Board) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ("checkpoint", "subnet", "pretrained alone", *cols))
     body = []
     for r in board.comparison.rows:
-        cells = [f'<td data-v="{html.escape(str(r[k]))}">{html.escape(str(r[k]))}</td>'
-                 for k in ("checkpoint", "subnet", "baseline")]
+        cells = [f'<td data-v="{html.escape(v)}">{html.escape(v)}</td>' for v in _pair_cells(r)]
         cells += [f'<td data-v="{r[c][0] - r[c][1]}">{html.escape(_vs(c, r[c]))}</td>' if c in r else '<td data-v=""></td>'
                   for c in cols]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    ratios = "".join(f"<li>{html.escape(line)}</li>" for line in ratio_lines(board.comparison))
+    ratios = "".join(f"<li>{html.escape(line)}</li>"
+                     for line in ratio_lines(board.comparison) + warning_lines(board.comparison))
     return (f'<h2>Slimmable sub-networks against networks pretrained alone</h2>\n<p>Each cell: slimmable / '
             f'pretrained alone (difference); sorting uses the difference.</p>\n<table class="board" id="comparison">'
             f'<thead><tr>{head}</tr></thead>\n<tbody>\n{chr(10).join(body)}\n</tbody></table>\n<ul>{ratios}</ul>')

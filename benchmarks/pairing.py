@@ -5,7 +5,9 @@ its runs (``runs.checkpoint_meta_json``: the recipe digest, the individual-basel
 training cost that ``pretrain`` wrote into it). An individual baseline is paired with a slimmable
 checkpoint when its record names that checkpoint's recipe digest, at the sub-network it names;
 file names play no part. The cost ratio of a slimmable checkpoint is its total cost over the sum
-of the costs of the baselines paired with it, in training FLOPs and in device-seconds.
+of the costs of the baselines paired with it, in training FLOPs and in device-seconds. A pair whose
+networks the pretraining diagnosed (``diagnosis``: e.g. a network that tells no two images apart)
+carries those warnings, so a difference is never read without them.
 """
 from __future__ import annotations
 
@@ -25,13 +27,19 @@ class CheckpointMeta:
     recipe_digest: Optional[str] = None
     individual: Optional[Mapping[str, Any]] = None   # {"of_recipe_digest", "subnet", "method"}
     cost: Optional[Mapping[str, Any]] = None
+    diagnosis: Sequence[Mapping[str, str]] = ()      # [{"subnet", "message"}] from the pretraining's last log
+
+    def warnings_for(self, subnet: str) -> List[Dict[str, str]]:
+        """This checkpoint's diagnosis of ``subnet`` (every diagnosis of an individual baseline's one network)."""
+        return [{"checkpoint": self.label, "subnet": subnet, "alone": bool(self.individual), "message": d["message"]}
+                for d in self.diagnosis if self.individual or d["subnet"] == subnet]
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], label: str) -> "CheckpointMeta":
         """From a results row (``ResultsStore.rows()``); rows of older runs have no metadata."""
         meta = json.loads(row.get("checkpoint_meta_json") or "{}")
         return cls(row["checkpoint_digest"], label, meta.get("recipe_digest"), meta.get("individual"),
-                   meta.get("cost"))
+                   meta.get("cost"), tuple(meta.get("diagnosis") or ()))
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ class Comparison:
     """Rows of (slimmable checkpoint, sub-network, baseline) with both values of every shared metric."""
 
     metric_columns: List[str]
-    rows: List[Dict[str, Any]]          # checkpoint, subnet, baseline, then per column: (slim, baseline) values
+    rows: List[Dict[str, Any]]          # checkpoint, subnet, baseline, warnings, then per column: (slim, baseline)
     ratios: List[Dict[str, Any]]        # per slimmable checkpoint: its baselines and the cost ratios
 
 
@@ -82,7 +90,9 @@ def compare(pairs: Sequence[Pair], values: Mapping[tuple, Mapping[str, float]],
         slim, base = values.get((p.slim.digest, p.subnet), {}), values.get((p.baseline.digest, p.subnet), {})
         shared = {c: (slim[c], base[c]) for c in metric_columns if c in slim and c in base}
         used.update(shared)
-        rows.append({"checkpoint": p.slim.label, "subnet": p.subnet, "baseline": p.baseline.label, **shared})
+        warnings = p.slim.warnings_for(p.subnet) + p.baseline.warnings_for(p.subnet)
+        rows.append({"checkpoint": p.slim.label, "subnet": p.subnet, "baseline": p.baseline.label,
+                     "warnings": warnings, **shared})
     ratios = []
     for label in dict.fromkeys(p.slim.label for p in pairs):
         mine = [p for p in pairs if p.slim.label == label]

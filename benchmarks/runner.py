@@ -51,7 +51,7 @@ class RunOutcome:
 
 def checkpoint_meta(ckpt) -> Dict[str, Any]:
     """What a checkpoint says of its pretraining, stored with each run for pairing (benchmarks.pairing)."""
-    return {k: ckpt.extra[k] for k in ("recipe_digest", "individual", "cost") if k in ckpt.extra}
+    return {k: ckpt.extra[k] for k in ("recipe_digest", "individual", "cost", "diagnosis") if k in ckpt.extra}
 
 def code_version() -> str:
     """SlimBench's version plus the git commit (and ``-dirty``) when run from a checkout."""

@@ -208,6 +208,7 @@ class Trainer:
     def _setup(self, info: DistInfo) -> None:
         r = self.recipe
         self.info = info
+        self.last_logged: Dict[str, float] = {}   # the terms of the last log line, for method.diagnose
         check_world(r, info.world_size, "the recipe")
         torch.manual_seed(r.run.seed)
         random.seed(r.run.seed)
@@ -258,6 +259,9 @@ class Trainer:
                      "recipe_digest": recipe_digest(self.recipe), "cost": self.cost.to_dict()}
             if self.individual is not None:
                 extra["individual"] = self.individual
+            diagnosis = self.method.diagnose(self.last_logged)
+            if diagnosis:
+                extra["diagnosis"] = diagnosis
             ckpt = Checkpoint.from_model(encoder, method=self.method.name, config=self.config,
                                          desired=self.method.desired(), extra=extra)
             save_checkpoint(ckpt, self.out / CHECKPOINT_FILE)
@@ -370,6 +374,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.3g}")
                 if done % r.run.log_every == 0 or done == self.stop_step:
                     values = all_reduce_mean(torch.stack([t.float() for t in terms.values()])).tolist()
+                    self.last_logged = dict(zip(terms, values))
                     elapsed = time.perf_counter() - tick
                     run_log.write({"step": done, "epoch": round(done / self.steps_per_epoch, 4), "lr": lr,
                                    "momentum": momentum, "loss": last_loss, "grad_norm": float(grad_norm),
@@ -379,6 +384,10 @@ class Trainer:
                 if done % r.run.checkpoint_every == 0 or done == self.stop_step:
                     self._save(done)
             bar.close()
+        if info.is_main:
+            for found in self.method.diagnose(self.last_logged):
+                log.warning("%s %s at the last logged step (%s; docs/demo.md: a stale queue)",
+                            found["subnet"], found["message"], self.out / LOG_FILE)
         log.info("%s: %d of %d steps done, checkpoint %s", self.out, self.stop_step, self.total_steps,
                  self.out / CHECKPOINT_FILE)
         return RunResult(self.out, self.out / CHECKPOINT_FILE, self.stop_step, self.total_steps, last_loss)

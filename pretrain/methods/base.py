@@ -119,6 +119,11 @@ class PretrainMethod(nn.Module):
         """Sub-network names recorded in the checkpoint as the ones to show first."""
         return []
 
+    def diagnose(self, logged: Dict[str, float]) -> List[Dict[str, str]]:
+        """Warnings about the last logged terms, ``{"subnet", "message"}`` each (e.g. a network that
+        tells no two images apart); checkpoints record them and the comparison marks those networks."""
+        return []
+
 
 def build_method(recipe, encoder: SlimResNet) -> PretrainMethod:
     """Instantiate the method named by ``recipe.method.name`` around ``encoder``."""

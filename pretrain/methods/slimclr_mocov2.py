@@ -32,6 +32,11 @@ from .base import frozen_copy, normal_init_, register_method
 from .slimclr import SlimCLR
 
 
+# pos - neg_batch below this (in cosine) counts as no instance discrimination. A trained MoCo keeps
+# tenths between them; random init of a narrow ResNet already has 0.003 (every output in one direction).
+DISCRIMINATION_MARGIN = 0.01
+
+
 def _mean_off_diagonal_cosine(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
     """Mean of ``q_i . k_j`` over ``i != j`` (None for a batch of one), from sums: no matmul, so no counted FLOPs."""
     n = q.shape[0]
@@ -106,6 +111,16 @@ class SlimCLRMoCoV2(SlimCLR):
         if self._batch_neg is not None:
             terms[f"{name}/neg_batch"] = self._batch_neg
         return terms
+
+    def diagnose(self, logged):
+        found = []
+        for width in self.widths:
+            name = f"w{format_width(width)}"
+            pos, fresh, queued = (logged.get(f"{name}/{t}") for t in ("pos", "neg_batch", "neg_queue"))
+            if pos is not None and fresh is not None and pos - fresh < DISCRIMINATION_MARGIN:
+                found.append({"subnet": name, "message": f"tells no two images apart (cosine to positive {pos:.3f}, "
+                                                         f"other fresh keys {fresh:.3f}, queue {queued:.3f})"})
+        return found
 
     @torch.no_grad()
     def after_keys(self, keys) -> None:

@@ -12,8 +12,9 @@ from tests.benchmarks.test_leaderboard import row
 SLIM_COST = {"train_flops": 10e15, "device_seconds": 100.0}
 
 
-def meta(ckpt, recipe="r1", individual=None, cost=None):
-    return {"checkpoint_meta_json": json.dumps({"recipe_digest": recipe, "individual": individual, "cost": cost})}
+def meta(ckpt, recipe="r1", individual=None, cost=None, diagnosis=None):
+    return {"checkpoint_meta_json": json.dumps({"recipe_digest": recipe, "individual": individual, "cost": cost,
+                                                **({"diagnosis": diagnosis} if diagnosis else {})})}
 
 
 def baseline(of, subnet, cost):
@@ -80,6 +81,33 @@ def test_the_terminal_view_is_compact_and_shows_the_comparison():
     header = text.splitlines()[0].split()
     assert header == ["checkpoint", "subnet", "params", "MACs", "knn"]     # headline metrics only (no top5)
     assert "slimmable vs pretrained alone" in text and "61.00 / 63.50 (-2.50)" in text
+
+
+COLLAPSED = "tells no two images apart (cosine to positive 0.913, other fresh keys 0.913, queue 0.860)"
+
+
+def test_a_pair_whose_pretraining_diagnosed_a_network_carries_the_warning_in_every_format():
+    diagnosed = rows()
+    for r in diagnosed:
+        if r["checkpoint_digest"] == "b" * 64:     # the w0.5 baseline collapsed
+            r.update(meta("b", "rb", {"of_recipe_digest": "r1", "subnet": "w0.5"},
+                          {"train_flops": 3e15, "device_seconds": 20.0}, [{"subnet": "w0.5", "message": COLLAPSED}]))
+        if r["checkpoint_digest"] == "a" * 64:     # the slimmable run diagnosed its w0.25 only: not the w0.5 pair's
+            r.update(meta("a", cost=SLIM_COST, diagnosis=[{"subnet": "w0.25", "message": "x"}]))
+    board = build(diagnosed)
+    by_subnet = {r["subnet"]: r for r in board.comparison.rows}
+    assert [(w["checkpoint"][0], w["alone"]) for w in by_subnet["w0.5"]["warnings"]] == [("b", True)]
+    assert [(w["checkpoint"][0], w["alone"]) for w in by_subnet["w0.25"]["warnings"]] == [("a", False)]
+    md = to_markdown(board)
+    assert "| a-ckpt@aaaaaaaa | w0.5 | b-ckpt@bbbbbbbb ! | 61.00 / 63.50 (-2.50) |" in md
+    assert f"! b-ckpt@bbbbbbbb: {COLLAPSED}" in md and "! a-ckpt@aaaaaaaa w0.25: x" in md
+    text = to_terminal(board)
+    assert f"! b-ckpt: {COLLAPSED}" in text and all(len(line) <= 120 for line in text.splitlines())
+    table = list(csv.DictReader(io.StringIO(to_csv(board))))
+    a_half = next(r for r in table if r["checkpoint"].startswith("a-") and r["subnet"] == "w0.5")
+    assert a_half["pair_warnings"] == f"b-ckpt@bbbbbbbb: {COLLAPSED}"
+    assert f"! b-ckpt@bbbbbbbb: {COLLAPSED}" in to_html(board, None)
+    assert "!" not in to_markdown(build(rows()))       # without a diagnosis, no mark
 
 
 def test_html_groups_each_suite_with_its_headline_first_and_hides_the_rest():

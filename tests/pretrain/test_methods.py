@@ -320,3 +320,14 @@ def test_dspnet_projection_last_bn_standardises_every_width(last_bn):
         assert standardised == last_bn, width
     norms = [m for m in method.projector.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert (not norms[-1].affine) == last_bn   # the standardised projection has no learned scale or shift
+
+
+def test_mocov2_diagnose_names_a_network_that_tells_no_images_apart():
+    method = make("slimclr-mocov2")
+    logged = {"w1.0/pos": 0.80, "w1.0/neg_batch": 0.50, "w1.0/neg_queue": 0.44,      # discriminates
+              "w0.5/pos": 0.913, "w0.5/neg_batch": 0.912, "w0.5/neg_queue": 0.86}   # the demo's w0.25 alone
+    [found] = method.diagnose(logged)
+    assert found["subnet"] == "w0.5" and found["message"] == ("tells no two images apart (cosine to positive 0.913, "
+                                                              "other fresh keys 0.912, queue 0.860)")
+    assert method.diagnose({}) == []                   # before anything was logged
+    assert make("slimclr-mocov3").diagnose(logged) == []

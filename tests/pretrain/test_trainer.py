@@ -107,6 +107,22 @@ def test_log_lines_checkpoint_and_slow_start(tmp_path):
         train(parse_recipe(changed, "tiny"), tmp_path, resume=True, progress=False)
 
 
+def test_the_run_ends_with_the_methods_diagnosis_of_its_last_logged_terms(tmp_path, monkeypatch, caplog):
+    import pretrain.methods.slimclr_mocov2 as mocov2
+
+    from benchmarks.runner import checkpoint_meta
+
+    monkeypatch.setattr(mocov2, "DISCRIMINATION_MARGIN", 10.0)   # every network now counts as collapsed
+    result = train(tiny(max_steps=4), tmp_path / "run", progress=False)
+    last = json.loads((tmp_path / "run" / LOG_FILE).read_text().splitlines()[-1])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "tells no two" in r.getMessage()]
+    assert [w.split()[0] for w in warned] == ["w1.0", "w0.5"]
+    assert f"positive {last['w0.5/pos']:.3f}, other fresh keys {last['w0.5/neg_batch']:.3f}" in warned[1]
+    diagnosis = load_checkpoint(result.checkpoint).extra["diagnosis"]   # what the leaderboard's comparison marks
+    assert [d["subnet"] for d in diagnosis] == ["w1.0", "w0.5"] and diagnosis[1]["message"] in warned[1]
+    assert checkpoint_meta(load_checkpoint(result.checkpoint))["diagnosis"] == diagnosis
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     data = tiny_recipe_dict("slimclr-mocov3", checkpoint_every=1, max_steps=8)
     data["optim"] = {"name": "sgd", "lr": 1.0e+30}   # diverges within a few steps
