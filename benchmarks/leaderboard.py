@@ -269,11 +269,15 @@ def ratio_lines(comparison: Comparison) -> List[str]:
     return out
 
 
+def _warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """``<checkpoint>[ <subnet>]: <message>`` for each diagnosed network of these comparison rows, once each."""
+    return list(dict.fromkeys(f"{w['checkpoint']}{'' if w['alone'] else ' ' + w['subnet']}: {w['message']}"
+                              for r in rows for w in r.get("warnings", ())))
+
+
 def warning_lines(comparison: Comparison) -> List[str]:
     """One line per network of a pair that its pretraining diagnosed, marked ``!`` as its table cell."""
-    lines = (f"! {w['checkpoint']}{'' if w['alone'] else ' ' + w['subnet']}: {w['message']}"
-             for r in comparison.rows for w in r.get("warnings", ()))
-    return list(dict.fromkeys(lines))
+    return [f"! {w}" for w in _warnings(comparison.rows)]
 
 
 def _pair_cells(r: Dict[str, Any]) -> List[str]:
@@ -328,7 +332,7 @@ def to_csv(board: Board) -> str:
         if pair:
             comparison_row, ratio = pair
             out["individual_baseline"] = comparison_row["baseline"]
-            out["pair_warnings"] = "; ".join(line[2:] for line in warning_lines(Comparison([], [comparison_row], [])))
+            out["pair_warnings"] = "; ".join(_warnings([comparison_row]))
             for c in board.comparison.metric_columns:
                 if c in comparison_row:
                     out[f"{c}_individual"] = comparison_row[c][1]

@@ -209,6 +209,7 @@ class Trainer:
         r = self.recipe
         self.info = info
         self.last_logged: Dict[str, float] = {}   # the terms of the last log line, for method.diagnose
+        self.diagnosis: List[Dict[str, str]] = []   # method.diagnose of them at the last save
         check_world(r, info.world_size, "the recipe")
         torch.manual_seed(r.run.seed)
         random.seed(r.run.seed)
@@ -259,9 +260,9 @@ class Trainer:
                      "recipe_digest": recipe_digest(self.recipe), "cost": self.cost.to_dict()}
             if self.individual is not None:
                 extra["individual"] = self.individual
-            diagnosis = self.method.diagnose(self.last_logged)
-            if diagnosis:
-                extra["diagnosis"] = diagnosis
+            self.diagnosis = self.method.diagnose(self.last_logged)
+            if self.diagnosis:
+                extra["diagnosis"] = self.diagnosis
             ckpt = Checkpoint.from_model(encoder, method=self.method.name, config=self.config,
                                          desired=self.method.desired(), extra=extra)
             save_checkpoint(ckpt, self.out / CHECKPOINT_FILE)
@@ -384,8 +385,8 @@ class Trainer:
                 if done % r.run.checkpoint_every == 0 or done == self.stop_step:
                     self._save(done)
             bar.close()
-        if info.is_main:
-            for found in self.method.diagnose(self.last_logged):
+        if info.is_main:   # the final save diagnosed the last logged step
+            for found in self.diagnosis:
                 log.warning("%s %s at the last logged step (%s; docs/demo.md: a stale queue)",
                             found["subnet"], found["message"], self.out / LOG_FILE)
         log.info("%s: %d of %d steps done, checkpoint %s", self.out, self.stop_step, self.total_steps,

@@ -54,15 +54,13 @@ class SlimCLR(PretrainMethod, abc.ABC):
         """Full-width keys from the momentum encoder (no gradient)."""
 
     @abc.abstractmethod
-    def width_similarities(self, index: int, view1: torch.Tensor, view2: torch.Tensor, keys) -> Similarities:
-        """Cosine similarities (not divided by the temperature) of the query at width ``index`` with the keys."""
+    def width_similarities(self, index: int, view1: torch.Tensor, view2: torch.Tensor,
+                           keys) -> Tuple[Similarities, Dict[str, torch.Tensor]]:
+        """Cosine similarities (not divided by the temperature) of the query at width ``index`` with the
+        keys, and detached diagnostics of them to log beside the loss (e.g. MoCo v2's ``pos``)."""
 
     def after_keys(self, keys) -> None:
         """Hook after the loss is built (MoCo v2 enqueues its keys here)."""
-
-    def similarity_terms(self, name: str, pairs: Similarities) -> Dict[str, torch.Tensor]:
-        """Detached diagnostics of one width's similarities to log beside its loss (none by default)."""
-        return {}
 
     def step_signature(self, ctx: StepContext) -> str:
         return "all widths" if ctx.slim_active and len(self.widths) > 1 else "full width"
@@ -83,10 +81,10 @@ class SlimCLR(PretrainMethod, abc.ABC):
         teacher: List[torch.Tensor] = []
         for i, width in enumerate(widths):
             name = f"w{format_width(width)}"
-            pairs = self.width_similarities(i, view1, view2, keys)
+            pairs, diagnostics = self.width_similarities(i, view1, view2, keys)
             nce = sum(info_nce(sim / cfg.temperature, labels) for sim, labels in pairs) * nce_scale
             terms[f"{name}/infonce"] = nce.detach()
-            terms.update(self.similarity_terms(name, pairs))
+            terms.update({f"{name}/{key}": value for key, value in diagnostics.items()})
             loss = nce
             if i == 0:
                 teacher = [sim.detach() * distill_scale for sim, _ in pairs]

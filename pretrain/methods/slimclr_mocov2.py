@@ -37,11 +37,9 @@ from .slimclr import SlimCLR
 DISCRIMINATION_MARGIN = 0.01
 
 
-def _mean_off_diagonal_cosine(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor):
-    """Mean of ``q_i . k_j`` over ``i != j`` (None for a batch of one), from sums: no matmul, so no counted FLOPs."""
+def _mean_off_diagonal_cosine(q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Mean of ``q_i . k_j`` over ``i != j`` from sums: no matmul, so no counted FLOPs (``_grouped`` ensures n >= 2)."""
     n = q.shape[0]
-    if n < 2:
-        return None
     return ((q.sum(0) * k.sum(0)).sum() - pos.sum()) / (n * (n - 1))
 
 
@@ -63,7 +61,6 @@ class SlimCLRMoCoV2(SlimCLR):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         # Its own generator (saved with the state dict): a resumed run shuffles exactly as an uninterrupted one.
         self.shuffle_generator = torch.Generator().manual_seed(seed)
-        self._batch_neg = None
 
     def online_and_target(self):
         return [(self.encoder, self.key_encoder), (self.head, self.key_head)]
@@ -101,16 +98,10 @@ class SlimCLRMoCoV2(SlimCLR):
         self.keep(f"q/w{format_width(self.widths[index])}", q)
         pos = (q * k).sum(dim=1, keepdim=True)
         neg = q @ queue.to(q.dtype)
-        self._batch_neg = _mean_off_diagonal_cosine(q.detach(), k, pos.detach())
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-        return [(torch.cat([pos, neg], dim=1), labels)]
-
-    def similarity_terms(self, name, pairs):
-        sim = pairs[0][0].detach()
-        terms = {f"{name}/pos": sim[:, 0].mean(), f"{name}/neg_queue": sim[:, 1:].mean()}
-        if self._batch_neg is not None:
-            terms[f"{name}/neg_batch"] = self._batch_neg
-        return terms
+        diagnostics = {"pos": pos.detach().mean(), "neg_queue": neg.detach().mean(),
+                       "neg_batch": _mean_off_diagonal_cosine(q.detach(), k, pos.detach())}
+        return [(torch.cat([pos, neg], dim=1), labels)], diagnostics
 
     def diagnose(self, logged):
         found = []

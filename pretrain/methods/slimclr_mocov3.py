@@ -72,4 +72,4 @@ class SlimCLRMoCoV3(SlimCLR):
             q = F.normalize(self.predictor(self.projector(self.encoder(view))), dim=1)
             self.keep(f"q{d}/w{format_width(self.widths[index])}", q)
             out.append((q @ k.to(q.dtype).T, labels))
-        return out
+        return out, {}   # keys come from the batch itself: no stale queue to diagnose
