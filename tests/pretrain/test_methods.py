@@ -105,7 +105,8 @@ def test_mocov2_logits_reference():
     expected = F.cross_entropy(logits, torch.zeros(6, dtype=torch.long))
     _, terms = method(v1, v2, CTX)
     assert terms["w1.0/infonce"].item() == pytest.approx(expected.item(), rel=1e-4)
-    # The logged similarities: positive pairs, the queue, and the batch's other (fresh) keys.
+    # The logged similarities, as means of upstream's logits before the temperature (moco/builder.py:
+    # l_pos = einsum("nc,nc->n", q, k), l_neg = einsum("nc,ck->nk", q, queue)) and of the batch's other keys.
     cross = q @ k.T
     off_diagonal = cross[~torch.eye(6, dtype=torch.bool)]
     assert terms["w1.0/pos"].item() == pytest.approx(cross.diag().mean().item(), abs=1e-5)
