@@ -14,6 +14,13 @@ Three tables, rows only ever inserted (triggers refuse UPDATE and DELETE):
 may write at once: each write is one short ``BEGIN IMMEDIATE`` transaction, retried while the
 database is busy.
 
+Two journal modes (``mode``): ``shared`` (the default, one machine) keeps the file in WAL mode, so
+readers never block the writer; WAL needs every process on one host (sqlite.org/wal.html), so a
+shared store on a network filesystem (NFS, Lustre, GPFS, CIFS, ...) is refused before it is opened.
+``job`` is a store of one job's own, inside its run folder (what ``bench sweep`` gives every cell):
+SQLite's rollback journal, safe on a network filesystem while one process writes it;
+``benchmarks.merged`` reads many of them as one.
+
 A database written before a column existed gains it once, on first open (``ALTER TABLE ... ADD
 COLUMN`` with its default; no row is rewritten), and ``PRAGMA user_version`` records the schema.
 Runs recorded before ``seed`` existed read as seed 0, the seed ``bench run`` used by default.
@@ -33,7 +40,11 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from pretrain.errors import SlimBenchError
 
+from . import filesystems
+from .digests import run_digest
+
 DEFAULT_DB = Path("runs") / "results.db"
+DB_MODES = ("shared", "job")   # shared: WAL, one host; job: one job's own store, rollback journal
 STATUSES = ("running", "finished", "failed")
 SCHEMA_VERSION = 3  # 1: the first release (user_version 0); 2: runs.seed, runs.variant_json;
                     # 3: runs.checkpoint_meta_json
@@ -84,12 +95,52 @@ def default_db_path() -> Path:
     return Path(os.environ.get("SLIMBENCH_DB") or DEFAULT_DB)
 
 
+def default_db_mode() -> str:
+    """``$SLIMBENCH_DB_MODE``, else ``shared``."""
+    mode = os.environ.get("SLIMBENCH_DB_MODE") or "shared"
+    if mode not in DB_MODES:
+        raise StoreError(f"$SLIMBENCH_DB_MODE={mode!r}: expected one of {', '.join(DB_MODES)}")
+    return mode
+
+
+def refuse_network_wal(path: Path, mountinfo: "str | os.PathLike" = filesystems.MOUNTINFO) -> None:
+    """Refuse a WAL (shared) store on a network filesystem, naming the per-job mode that works there."""
+    mount = filesystems.network_filesystem(path, mountinfo)
+    if mount is not None:
+        raise StoreError(
+            f"results store {path}: it is on a network filesystem ({mount.fstype} {mount.source} at "
+            f"{mount.mount_point}), where SQLite's WAL mode breaks (every process must be on one host, "
+            f"sqlite.org/wal.html). Give each job a store of its own: `bench run --db-mode job --db "
+            f"<its run folder>/results.db` (what `bench sweep` does), read them together with `bench leaderboard "
+            f"--runs DIR`; or keep the shared store on a local disk (--db, $SLIMBENCH_DB)")
+
+
+def _recomputed_digest(row: Dict[str, Any]) -> Optional[str]:
+    try:
+        return run_digest(json.loads(row["suite_json"]), int(row.get("seed") or 0))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def journal_is_wal(path: "str | os.PathLike") -> bool:
+    """Whether an existing database file is in WAL mode (its header's read/write versions are 2)."""
+    with open(path, "rb") as f:
+        header = f.read(20)
+    return len(header) == 20 and header[:16] == b"SQLite format 3\x00" and header[18] == 2
+
+
 class ResultsStore:
     """An append-only results database; every method opens its own short-lived connection."""
 
     def __init__(self, path: "str | os.PathLike | None" = None, retries: int = 50,
-                 timeout: Optional[float] = None):
+                 timeout: Optional[float] = None, mode: Optional[str] = None,
+                 mountinfo: "str | os.PathLike" = filesystems.MOUNTINFO):
         self.path = Path(path) if path is not None else default_db_path()
+        self.mode = mode or default_db_mode()
+        if self.mode not in DB_MODES:
+            raise StoreError(f"results store {self.path}: mode {self.mode!r}: expected one of {', '.join(DB_MODES)}")
+        if self.mode == "shared":
+            refuse_network_wal(self.path, mountinfo)
         self.retries = retries
         # how long to wait for another writer before giving up with a clear error ($SLIMBENCH_DB_TIMEOUT)
         self.timeout = float(timeout if timeout is not None else os.environ.get("SLIMBENCH_DB_TIMEOUT", 120))
@@ -98,6 +149,20 @@ class ResultsStore:
         except OSError as e:
             raise StoreError(f"results store {self.path}: cannot create its folder: {e}") from None
         self._retry(self._init_schema)
+
+    @classmethod
+    def existing(cls, path: "str | os.PathLike", mountinfo: "str | os.PathLike" = filesystems.MOUNTINFO
+                 ) -> "ResultsStore":
+        """Open an existing store in the journal mode it was written in (a reader never switches it)."""
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"results store {path}: no such file; expected the database `bench run` wrote "
+                             f"(--db, $SLIMBENCH_DB, default ./runs/results.db)")
+        try:
+            wal = journal_is_wal(path)
+        except OSError as e:
+            raise StoreError(f"results store {path}: cannot be read: {e}") from None
+        return cls(path, mode="shared" if wal else "job", mountinfo=mountinfo)
 
     # -- connection plumbing --------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -142,7 +207,9 @@ class ResultsStore:
             raise
 
     def _init_schema(self, con: sqlite3.Connection) -> None:
-        con.execute("PRAGMA journal_mode = WAL")  # readers never block the writer; persists in the file
+        # WAL: readers never block the writer (persists in the file); a job's own store keeps the
+        # rollback journal, which needs no shared memory and so works on a network filesystem
+        con.execute(f"PRAGMA journal_mode = {'WAL' if self.mode == 'shared' else 'DELETE'}")
         version = con.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"results store {self.path}: schema version {version} was written by a newer SlimBench; "
@@ -246,11 +313,29 @@ class ResultsStore:
         return self._query("SELECT * FROM run_status WHERE status = ? ORDER BY started_at", (status,))
 
     def find_finished(self, checkpoint_digest: str, suite_digest: str) -> Optional[Dict[str, Any]]:
-        """The latest finished run of this suite on this checkpoint, if any."""
-        rows = self._query("SELECT * FROM run_status WHERE checkpoint_digest = ? AND suite_digest = ? "
-                           "AND status = 'finished' ORDER BY ended_at DESC LIMIT 1",
-                           (checkpoint_digest, suite_digest))
-        return rows[0] if rows else None
+        """The latest finished run of this suite on this checkpoint, if any.
+
+        A run matches by its stored run digest or by the run digest of its stored resolved suite as
+        ``digests.run_digest`` computes it today, so a run recorded before a setting was declared
+        execution-only (``params.workers``) is still the same work.
+        """
+        rows = self._query("SELECT * FROM run_status WHERE checkpoint_digest = ? AND status = 'finished' "
+                           "ORDER BY ended_at DESC", (checkpoint_digest,))
+        for row in rows:
+            if row["suite_digest"] == suite_digest or _recomputed_digest(row) == suite_digest:
+                return row
+        return None
+
+    def tables(self) -> Dict[str, List[Dict[str, Any]]]:
+        """The three tables as stored, read in one transaction (``benchmarks.merged`` merges them)."""
+        def read(con):
+            con.execute("BEGIN")
+            try:
+                return {table: [dict(r) for r in con.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+                        for table in ("runs", "run_events", "results")}
+            finally:
+                con.execute("COMMIT")
+        return self._retry(read)
 
     def rows(self, run_id: Optional[str] = None) -> List[Dict[str, Any]]:
         """Flat result rows: run, suite (resolved, variant), digests, seed, checkpoint, sub-network, metric, value,

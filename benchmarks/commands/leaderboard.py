@@ -18,13 +18,21 @@ def register(sub, list_sub) -> None:
                    help="printed Markdown: 'headline' shows a compact table (params, MACs, one headline "
                         "metric per suite, the comparison with individual baselines) that fits a terminal; "
                         "'all' every column. Files (--out) and other formats always hold every column")
-    p.add_argument("--db", type=Path, help="results database (default $SLIMBENCH_DB or ./runs/results.db)")
+    add_store_args(p)
     p.set_defaults(func=cmd_leaderboard)
 
     p = list_sub.add_parser("runs", help="every run in the results store with its status")
-    p.add_argument("--db", type=Path)
+    add_store_args(p)
     p.add_argument("--status", choices=["running", "finished", "failed"])
     p.set_defaults(func=cmd_list_runs)
+
+
+def add_store_args(p: argparse.ArgumentParser) -> None:
+    """``--db`` (repeatable) and ``--runs DIR``: the stores a reader merges by run id."""
+    p.add_argument("--db", type=Path, action="append", default=[],
+                   help="results database; repeat to merge several (default $SLIMBENCH_DB or ./runs/results.db)")
+    p.add_argument("--runs", type=Path, metavar="DIR",
+                   help="also every results.db below DIR (the per-job stores of `bench sweep --out DIR`)")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -33,7 +41,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     from benchmarks.leaderboard import to_terminal
 
-    board = build(existing_store(args.db).rows(), args.suite)
+    board = build(existing_store(args.db, args.runs).rows(), args.suite)
     if args.out is None and args.format == "md" and args.columns == "headline":
         print(to_terminal(board))
         return 0
@@ -49,23 +57,20 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def existing_store(path: Optional[Path]):
-    """The results store at ``path`` (default ``$SLIMBENCH_DB`` or ./runs/results.db), which must exist.
+def existing_store(dbs=(), runs_dir: Optional[Path] = None):
+    """The store(s) named by ``--db`` (repeatable) and ``--runs``, which must exist (default $SLIMBENCH_DB
+    or ./runs/results.db); several are merged by run id (``benchmarks.merged``).
 
     ``ResultsStore`` creates a missing database, right for `bench run`; a reader that did so would
     print an empty table for a mistyped path instead of saying there is nothing there.
     """
-    from benchmarks.store import ResultsStore, StoreError, default_db_path
+    from benchmarks.merged import open_results
 
-    path = Path(path) if path is not None else default_db_path()
-    if not path.is_file():
-        raise StoreError(f"results store {path}: no such file; expected the database `bench run` wrote "
-                         f"(--db, $SLIMBENCH_DB, default ./runs/results.db)")
-    return ResultsStore(path)
+    return open_results([dbs] if isinstance(dbs, (str, Path)) else list(dbs or ()), runs_dir)
 
 
 def cmd_list_runs(args: argparse.Namespace) -> int:
-    store = existing_store(args.db)
+    store = existing_store(args.db, args.runs)
     print(f"{'run':<26}{'status':<10}{'suite':<22}{'checkpoint':<34}{'started':<34}message")
     for r in store.runs(args.status):
         ckpt = f"{Path(r['checkpoint_path']).name}@{r['checkpoint_digest'][:8]}"

@@ -21,6 +21,10 @@ def register(sub, list_sub) -> None:
                    help="dataset root, which must exist (default $SLIMBENCH_DATA, else ./data)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="run folders and feature caches (default ./runs)")
     p.add_argument("--db", type=Path, help="results database (default $SLIMBENCH_DB or ./runs/results.db)")
+    p.add_argument("--db-mode", choices=["shared", "job"],
+                   help="shared: one store for this machine, SQLite WAL (refused on a network filesystem); "
+                        "job: this job's own store (e.g. in its run folder), safe on NFS/Lustre/GPFS; "
+                        "`bench leaderboard --runs DIR` merges them (default $SLIMBENCH_DB_MODE, else shared)")
     p.add_argument("--force", action="store_true", help="run again even if an identical run has finished")
     p.add_argument("--device", help="torch device (default: cuda when available)")
     seeds = p.add_mutually_exclusive_group()
@@ -45,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, args.overrides)
     refuse_foreign_launcher(suite)
     data_root = resolve_data_root(args.data_root)
-    store = ResultsStore(args.db)
+    store = ResultsStore(args.db, mode=args.db_mode)
     for seed in args.seeds or [args.seed]:
         try:
             outcome = run_suite(suite, args.checkpoint, store, data_root=data_root, out_root=args.out,
