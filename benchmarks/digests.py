@@ -9,24 +9,58 @@ A resolved suite is the plain data ``Suite.to_dict`` returns and the runs table 
   checkpoint measure the same thing (seeds and sub-network subsets of one experiment): they share
   leaderboard columns and the engines' work folders.
 
+Settings that only decide how a run executes (``EXECUTION_ONLY``: loader workers, a feature-extraction
+or evaluation batch in eval mode, process counts and rendezvous, checkpoint and log periods) enter
+neither digest, so ``params.workers=0`` neither splits a leaderboard column nor stops a finished run
+from being reused. The device never entered them (it is the run's ``device`` column; the ``latency``
+experiments name it on purpose).
+
 Kept free of torch so that the leaderboard stays a light, pure function of the rows.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 COMPARABLE_KEYS = ("protocol", "dataset", "params")
+# Per protocol, the dotted keys of its ``params`` that change how a run executes, never its numbers
+# (tests/benchmarks/test_execution_settings.py checks each is a field of that protocol's Params).
+_PROBE = ("params.workers", "params.eval_batch_size")   # eval-mode evaluation / feature extraction
+EXECUTION_ONLY: Dict[str, Tuple[str, ...]] = {
+    "knn": ("params.workers", "params.batch_size"),      # batch_size: the feature-extraction batch
+    "linear": _PROBE,
+    "linear-fast": _PROBE,
+    "semi": _PROBE,
+    "detectron2": ("params.num_workers", "params.num_gpus", "params.num_machines", "params.machine_rank",
+                   "params.dist_url", "params.checkpoint_period"),   # SOLVER.IMS_PER_BATCH is global
+    "mmseg": ("params.num_workers", "params.checkpoint_interval", "params.log_interval"),
+}
 
 
 def _sha256(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def execution_only(protocol: Optional[str]) -> Tuple[str, ...]:
+    """The dotted keys that only decide how a run of ``protocol`` executes."""
+    return EXECUTION_ONLY.get(protocol or "", ())
+
+
 def comparable(resolved: Mapping[str, Any]) -> Dict[str, Any]:
-    """The part of a resolved suite that decides what its numbers mean."""
-    return {key: resolved.get(key) for key in COMPARABLE_KEYS}
+    """The part of a resolved suite that decides what its numbers mean (execution-only keys dropped)."""
+    out = {key: resolved.get(key) for key in COMPARABLE_KEYS}
+    for dotted in execution_only(resolved.get("protocol")):
+        block, name = dotted.split(".", 1)
+        if isinstance(out.get(block), Mapping) and name in out[block]:
+            out[block] = {k: v for k, v in out[block].items() if k != name}
+    return out
+
+
+def result_variant(protocol: Optional[str], variant: Mapping[str, Any]) -> Dict[str, Any]:
+    """A suite's overridden keys without the execution-only ones (what names its leaderboard columns)."""
+    skip = set(execution_only(protocol))
+    return {k: v for k, v in variant.items() if k not in skip}
 
 
 def config_digest(resolved: Mapping[str, Any]) -> str:

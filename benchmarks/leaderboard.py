@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from pretrain.spec import SubnetSpec
 
-from .digests import config_digest
+from .digests import config_digest, result_variant
 from .pairing import CheckpointMeta, Comparison, compare, find_pairs
 
 SIZE_METRICS = ("params", "macs")
@@ -158,7 +158,8 @@ def _experiments(rows: Sequence[Mapping[str, Any]]) -> Dict[Tuple[str, str, str]
         key = _experiment_key(r)
         e = found.setdefault(key, _Experiment(r["suite"], r["protocol"], key[1], key[2]))
         if (r["ended_at"], r["run_id"]) > e.latest:
-            e.latest, e.variant = (r["ended_at"], r["run_id"]), json.loads(r.get("variant_json") or "{}")
+            e.latest = (r["ended_at"], r["run_id"])   # execution-only overrides name no column
+            e.variant = result_variant(r["protocol"], json.loads(r.get("variant_json") or "{}"))
         e.checkpoints.add(r["checkpoint_digest"])
     by_label: Dict[str, List[_Experiment]] = {}
     for e in found.values():

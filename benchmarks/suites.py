@@ -27,7 +27,7 @@ from pretrain.errors import ConfigError, DataError, SlimBenchError
 from pretrain.spec import SubnetSpec
 from transfer.protocols.base import Protocol, get_protocol
 
-from .digests import config_digest, run_digest
+from .digests import config_digest, result_variant, run_digest
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "configs" / "suites"
 SELECTIONS = ("all", "widths", "desired")
@@ -130,7 +130,8 @@ def _variant(suite: Suite, from_file: Dict[str, Any], path: Path) -> Dict[str, A
         base = dict(_flat(_validate(from_file, path, str(path)).to_dict()))
     except SlimBenchError:  # the file is only valid with its overrides: every resolved value is theirs
         base = {}
-    return {key: value for key, value in _flat(suite.to_dict()) if base.get(key, _MISSING) != value}
+    changed = {key: value for key, value in _flat(suite.to_dict()) if base.get(key, _MISSING) != value}
+    return result_variant(suite.protocol, changed)   # `params.workers=0` names no leaderboard column
 
 
 def _flat(resolved: Dict[str, Any]) -> Iterator[Tuple[str, Any]]:
