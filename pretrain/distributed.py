@@ -128,3 +128,11 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(out)
         out /= dist.get_world_size()
     return out
+
+
+def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
+    """Minimum of ``tensor`` over ranks (a copy; the input is unchanged)."""
+    out = tensor.detach().clone()
+    if is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(out, op=dist.ReduceOp.MIN)
+    return out

@@ -6,11 +6,15 @@ Exact resumption needs two things a plain ``DataLoader`` does not give:
 - augmentations that do not depend on which worker or process drew them: every sample is
   augmented under a seed derived from (run seed, epoch, index), so a resumed run, a run with
   more workers and a run on more ranks all see the same views of the same image.
+
+The sampler streams every remaining epoch of the run, so the trainer iterates one loader once:
+workers start once (and stay, ``persistent_workers``, for any later pass), and their prefetching
+runs across epoch boundaries instead of stalling at each.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -39,11 +43,17 @@ class TwoViewDataset(Dataset):
             return self.view1(image), self.view2(image)
 
 
+def augment_seed(run_seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of image ``index`` in ``epoch``: the same on every rank, worker and resume."""
+    return ((run_seed * 1_000_003 + epoch) * 10_000_019 + index) % (2 ** 63)
+
+
 class ResumableSampler(Sampler):
     """Epoch-seeded shuffling split into global batches, each rank taking its slice of every batch.
 
-    Yields ``(index, augmentation seed)``. Incomplete last batches are dropped, so every rank
-    runs the same number of steps.
+    Yields ``(index, augmentation seed)`` from the position set by ``set_position`` to the end of
+    epoch ``end_epoch - 1`` (by default only the epoch it starts in). Incomplete last batches are
+    dropped, so every rank runs the same number of steps.
     """
 
     def __init__(self, num_samples: int, batch_per_rank: int, seed: int = 0, rank: int = 0, world_size: int = 1):
@@ -53,29 +63,37 @@ class ResumableSampler(Sampler):
         if num_samples < self.global_batch:
             raise ConfigError(f"the dataset has {num_samples} images, fewer than one global batch "
                               f"of {self.global_batch}: lower data.batch_size or raise data.limit")
-        self.epoch, self.start_batch = 0, 0
+        self.epoch, self.start_batch, self.end_epoch = 0, 0, 1
 
     @property
     def batches_per_epoch(self) -> int:
         return self.num_samples // self.global_batch
 
-    def set_position(self, epoch: int, start_batch: int = 0) -> None:
-        """Make the next iteration cover ``epoch`` from its batch ``start_batch`` on."""
+    def set_position(self, epoch: int, start_batch: int = 0, end_epoch: Optional[int] = None) -> None:
+        """Make the next iteration start at ``epoch``'s batch ``start_batch`` and run to ``end_epoch``."""
         self.epoch, self.start_batch = int(epoch), int(start_batch)
+        self.end_epoch = self.epoch + 1 if end_epoch is None else max(int(end_epoch), self.epoch + 1)
 
-    def _augment_seed(self, index: int) -> int:
-        return ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % (2 ** 63)
+    def _augment_seed(self, index: int, epoch: Optional[int] = None) -> int:
+        return augment_seed(self.seed, self.epoch if epoch is None else epoch, index)
+
+    def epoch_order(self, epoch: int) -> list:
+        """The shuffled image order of ``epoch`` (the same on every rank)."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_samples, generator=g).tolist()
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.num_samples, generator=g).tolist()
-        for b in range(self.start_batch, self.batches_per_epoch):
-            start = b * self.global_batch + self.rank * self.batch_per_rank
-            for index in order[start:start + self.batch_per_rank]:
-                yield index, self._augment_seed(index)
+        for epoch in range(self.epoch, self.end_epoch):
+            order = self.epoch_order(epoch)
+            first = self.start_batch if epoch == self.epoch else 0
+            for b in range(first, self.batches_per_epoch):
+                start = b * self.global_batch + self.rank * self.batch_per_rank
+                for index in order[start:start + self.batch_per_rank]:
+                    yield index, augment_seed(self.seed, epoch, index)
 
     def __len__(self) -> int:
-        return (self.batches_per_epoch - self.start_batch) * self.batch_per_rank
+        batches = (self.end_epoch - self.epoch) * self.batches_per_epoch - self.start_batch
+        return batches * self.batch_per_rank
 
 
 def build_image_dataset(data) -> Dataset:
@@ -88,14 +106,24 @@ def build_image_dataset(data) -> Dataset:
     return ds
 
 
-def build_loader(data, seed: int, rank: int = 0, world_size: int = 1,
-                 pin_memory: bool = False) -> Tuple[DataLoader, ResumableSampler]:
-    """Two-view loader of the recipe's ``data`` section and its resumable sampler."""
+def build_sampler(data, num_samples: int, seed: int, rank: int, world_size: int) -> ResumableSampler:
+    """The resumable sampler of the recipe's ``data`` section over ``num_samples`` images."""
     if data.batch_size % world_size:
         raise ConfigError(f"data.batch_size {data.batch_size} is not divisible by the {world_size} ranks")
-    view1, view2 = two_view_transforms(data.augment, data.image_size, data.crop_scale, data.blur)
+    return ResumableSampler(num_samples, data.batch_size // world_size, seed, rank, world_size)
+
+
+def build_loader(data, seed: int, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False) -> Tuple[DataLoader, ResumableSampler]:
+    """Two-view loader of the recipe's ``data`` section (uint8 views) and its resumable sampler.
+
+    The views are uint8; the trainer normalises them on its device (``augment.DeviceNormalize``).
+    """
+    view1, view2 = two_view_transforms(data.augment, data.image_size, data.crop_scale, data.blur, as_uint8=True)
     dataset = TwoViewDataset(build_image_dataset(data), view1, view2)
-    sampler = ResumableSampler(len(dataset), data.batch_size // world_size, seed, rank, world_size)
-    loader = DataLoader(dataset, batch_size=sampler.batch_per_rank, sampler=sampler, num_workers=data.workers,
-                        drop_last=True, pin_memory=pin_memory)
+    sampler = build_sampler(data, len(dataset), seed, rank, world_size)
+    workers = data.workers
+    loader = DataLoader(dataset, batch_size=sampler.batch_per_rank, sampler=sampler, num_workers=workers,
+                        drop_last=True, pin_memory=pin_memory, persistent_workers=workers > 0,
+                        prefetch_factor=data.prefetch if workers > 0 else None)
     return loader, sampler

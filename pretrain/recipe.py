@@ -99,7 +99,7 @@ class MoCoV3Recipe(SlimCLRRecipe):
 
 @dataclass
 class BYOLRecipe:
-    """DSPNet (BYOL): EMA target of the full network, sampled sub-networks over width x depth."""
+    """SlimBench's reconstruction of DSPNet (BYOL): EMA target of the full network, sampled sub-networks."""
 
     modules: ClassVar[Tuple[str, ...]] = ("encoder", "projector", "predictor")   # optim.lr_scale keys
     name: str = "dspnet-byol"
@@ -112,7 +112,9 @@ class BYOLRecipe:
     num_random: int = 2                                     # random grid members per step
     proj_last_bn: bool = False                              # BN (affine=False) on the projection, as SimSiam
     uniformity_weight: float = 0.0                          # + w * Wang & Isola's uniformity of each prediction
-    sample: Literal["sandwich", "desired"] = "sandwich"     # desired: train only the desired networks
+    # sandwich-desired: largest, smallest, every desired network and num_random more (SlimBench's DSPNet);
+    # sandwich: US-Nets' rule, largest, smallest and num_random more; desired: only the desired networks
+    sample: Literal["sandwich-desired", "sandwich", "desired"] = "sandwich-desired"
 
     def validate(self) -> None:
         _check_momentum(self.momentum)
@@ -167,6 +169,8 @@ class DataRecipe:
     blur: bool = True                       # the recipe's Gaussian blur; SimCLR drops it for small images
     batch_size: int = 256                   # global batch over all ranks
     workers: int = 4                        # data loader workers per rank
+    prefetch: int = 2                       # batches each worker prepares ahead (DataLoader's prefetch_factor)
+    backend: Literal["pil", "dali"] = "pil"  # dali: NVIDIA DALI decodes and augments (on the GPU when there is one)
     limit: Optional[int] = None             # use only the first N training images
 
     def validate(self) -> None:
@@ -179,6 +183,11 @@ class DataRecipe:
                 raise ValueError(f"{key}: expected a positive value, got {getattr(self, key)}")
         if self.workers < 0:
             raise ValueError(f"workers: expected >= 0, got {self.workers}")
+        if self.prefetch < 1:
+            raise ValueError(f"prefetch: expected >= 1, got {self.prefetch}")
+        if self.backend == "dali" and self.dataset != "imagefolder":
+            raise ValueError(f"backend: dali reads JPEG files of an imagefolder dataset, not {self.dataset!r}; "
+                             f"use backend: pil")
 
 
 @dataclass
@@ -223,6 +232,7 @@ class RunRecipe:
     deterministic: bool = False             # torch.use_deterministic_algorithms (exact resume on CPU)
     amp: bool = True                        # mixed precision, used only when CUDA is available
     cpu_bf16: bool = False                  # bfloat16 autocast on a CPU with AMX tiles (else fp32, logged)
+    channels_last: bool = False             # NHWC memory format for model and inputs (faster convs on tensor cores)
     checkpoint_every: int = 1000            # steps
     log_every: int = 10                     # steps
 
@@ -302,7 +312,8 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
 
 
 # Keys that say where the data lives or how often to log, not what a run computes.
-DIGEST_IGNORES = ("data.root", "data.workers", "run.checkpoint_every", "run.log_every")
+DIGEST_IGNORES = ("data.root", "data.workers", "data.prefetch", "run.checkpoint_every", "run.log_every",
+                  "run.channels_last")
 
 
 def recipe_digest(recipe: Recipe) -> str:

@@ -32,8 +32,9 @@ from tqdm import tqdm
 
 from .checkpoint import Checkpoint, atomic_torch_save, atomic_write_bytes, save_checkpoint
 from .cost import TrainingCost, count_flops, device_kind
-from .distributed import DistInfo, all_reduce_mean, barrier, init_from_env
+from .distributed import DistInfo, all_reduce_mean, all_reduce_min, barrier, init_from_env
 from .errors import SlimBenchError
+from .augment import DeviceNormalize
 from .loader import build_loader
 from .methods import PretrainMethod, StepContext, build_method
 from .optim import LRSchedule, build_optimizer, set_lr
@@ -47,8 +48,13 @@ STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
 RECIPE_FILE = "recipe.yaml"
 STATE_FORMAT = "slimbench.train_state"
+# A logging window whose data wait exceeds this share of its wall time is reported (not the first,
+# which includes starting the workers).
+DATA_BOUND_SHARE = 0.5
+NO_BAD_STEP = 2 ** 62   # "no step had a non-finite loss" (a minimum over ranks keeps the first bad step)
 # Keys that may change between a run and its resumption without changing what is computed.
-RESUMABLE_CHANGES = ("run.max_steps", "run.checkpoint_every", "run.log_every", "data.workers")
+RESUMABLE_CHANGES = ("run.max_steps", "run.checkpoint_every", "run.log_every", "data.workers", "data.prefetch",
+                     "run.channels_last")
 
 
 class TrainingError(SlimBenchError):
@@ -215,6 +221,9 @@ class Trainer:
         random.seed(r.run.seed)
         np.random.seed(r.run.seed)
         self.method: PretrainMethod = build_method(r, build_encoder(r)).to(info.device)
+        self.memory_format = torch.channels_last if r.run.channels_last else torch.contiguous_format
+        if r.run.channels_last:
+            self.method.to(memory_format=torch.channels_last)
         if r.model.sync_bn and info.distributed:
             if info.device.type == "cpu":  # torch's SyncBatchNorm runs on accelerators only
                 log.warning("model.sync_bn: SyncBatchNorm needs GPUs; these CPU ranks keep per-rank BatchNorm")
@@ -224,20 +233,41 @@ class Trainer:
         self.amp_dtype = autocast_dtype(r.run, info.device)
         # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.loader, self.sampler = build_loader(r.data, r.run.seed, info.rank, info.world_size,
-                                                 pin_memory=info.device.type == "cuda")
+        if r.data.backend == "dali":
+            from .dali import build_dali_loader   # the optional extra, imported only when asked for
+            self.loader, self.sampler = build_dali_loader(r.data, r.run.seed, info.rank, info.world_size,
+                                                          info.device)
+        else:
+            self.loader, self.sampler = build_loader(r.data, r.run.seed, info.rank, info.world_size,
+                                                     pin_memory=info.device.type == "cuda")
+        self.normalize = DeviceNormalize().to(info.device)   # the views arrive as uint8 (or already float)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         self.total_steps = r.run.epochs * self.steps_per_epoch
         self.stop_step = min(self.total_steps, r.run.max_steps or self.total_steps)
         self.slim_start_step = slim_start_step(r, self.steps_per_epoch)
         self.schedule = lr_schedule(r, self.steps_per_epoch)
         self.model: nn.Module = self.method
-        if info.distributed:
-            # Sub-networks (and, before the slim start, every sub-network-only BN) leave some
-            # parameters without gradient in a step, hence find_unused_parameters.
-            self.model = nn.parallel.DistributedDataParallel(
-                self.method, device_ids=[info.device] if info.device.type == "cuda" else None,
-                find_unused_parameters=True)
+        self.find_unused: Optional[bool] = None   # the DDP wrapper's setting, once wrapped
+
+    def _wrap_for(self, ctx: StepContext) -> None:
+        """Wrap the method in DDP with ``find_unused_parameters`` only while a step leaves parameters unused.
+
+        The search for unused parameters walks the autograd graph after every forward; SlimCLR needs it
+        only during its slow start (the smaller widths' BatchNorms get no gradient), DSPNet only when a
+        step's sampled networks miss a listed width. The wrapper is rebuilt when that changes.
+        """
+        if not self.info.distributed:
+            return
+        unused = self.method.leaves_parameters_unused(ctx)
+        if unused == self.find_unused:
+            return
+        if self.find_unused is not None:
+            log.info("step %d: DDP find_unused_parameters=%s from now on", ctx.step, unused)
+        self.model = self.method   # drop the old wrapper (and its gradient hooks) before the new one
+        self.model = nn.parallel.DistributedDataParallel(
+            self.method, device_ids=[self.info.device] if self.info.device.type == "cuda" else None,
+            find_unused_parameters=unused)
+        self.find_unused = unused
 
     def _restore(self) -> int:
         state = load_train_state(self.out, self.recipe)
@@ -273,16 +303,28 @@ class Trainer:
             self.last_saved = step
         barrier()
 
-    def _fail(self, step: int, loss: float, terms: Dict[str, torch.Tensor]) -> None:
+    # -- non-finite losses, checked without a host synchronisation on every step ----------------
+    def _watch_finite(self, step: int, loss: torch.Tensor) -> None:
+        """Remember on the device the first step whose loss is not finite (no host synchronisation)."""
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad = torch.where(bad & (self.first_bad == NO_BAD_STEP), step + 1, self.first_bad)
+
+    def _check_finite(self, done: int, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
+        """Stop if any step so far had a non-finite loss on any rank (before anything is logged or saved)."""
+        first = int(all_reduce_min(self.first_bad))
+        if first == NO_BAD_STEP:
+            return
         detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        at = "" if first == done else f", checked at step {done}"
         kept = (f"the last good checkpoint is {self.out / CHECKPOINT_FILE} (step {self.last_saved})"
                 if self.last_saved is not None else "no checkpoint had been written yet")
-        raise NonFiniteLoss(f"step {step}: the loss is {loss} (terms: {detail}); stopped, {kept}. "
-                            f"Lower optim.lr, add optim.grad_clip, or check the data")
+        raise NonFiniteLoss(f"step {first}: the loss is not finite (loss {float(loss):.4g}{at}; terms: {detail}); "
+                            f"stopped, {kept}. Lower optim.lr, add optim.grad_clip, or check the data")
 
     # -- the loop --------------------------------------------------------------------------
     def _step(self, step: int, view1: torch.Tensor, view2: torch.Tensor):
         ctx = StepContext(step, self.total_steps, step / self.steps_per_epoch, step >= self.slim_start_step)
+        self._wrap_for(ctx)
         lr = self.schedule(step)
         set_lr(self.optimizer, lr)
         signature = self.method.step_signature(ctx)
@@ -290,9 +332,7 @@ class Trainer:
         with count_flops(measure) as counter:
             with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss, terms = self.model(view1, view2, ctx)
-            mean_loss = all_reduce_mean(loss)
-            if not torch.isfinite(mean_loss):
-                self._fail(step + 1, float(mean_loss), terms)
+            self._watch_finite(step, loss)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
         if measure:   # every rank runs the same networks on an equal share of the batch
@@ -308,7 +348,27 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         momentum = self.method.update_target(ctx)
-        return ctx, lr, momentum, float(mean_loss), terms, grad_norm   # a tensor: read on logging steps only
+        # loss, terms and grad_norm stay tensors: read on logging steps only, so no other step waits
+        # for the device (with float16 AMP, GradScaler.step still reads its inf check every step)
+        return ctx, lr, momentum, loss.detach(), terms, grad_norm
+
+    def _prepare(self, view: torch.Tensor) -> torch.Tensor:
+        """A batch of views on the device, normalised, in the run's memory format."""
+        view = self.normalize(view.to(self.info.device, non_blocking=True))
+        return view.contiguous(memory_format=self.memory_format)
+
+    def _timing(self, wait: float, elapsed: float, steps: int, first_window: bool) -> Dict[str, float]:
+        """Per-step data wait and compute time of a logging window; warns once when the wait dominates."""
+        share = wait / max(elapsed, 1e-9)
+        if share > DATA_BOUND_SHARE and not first_window and not self.warned_data_bound and self.info.is_main:
+            d = self.recipe.data
+            log.warning("steps wait for data %.0f%% of the time (%.3f s of %.3f s per step): the input path, not "
+                        "the model, sets the speed; raise data.workers (now %d per rank%s)", 100 * share,
+                        wait / steps, elapsed / steps, d.workers,
+                        ", or use data.backend: dali" if d.backend == "pil" and self.info.device.type == "cuda" else "")
+            self.warned_data_bound = True
+        return {"data_time_s": round(wait / steps, 6), "compute_time_s": round((elapsed - wait) / steps, 6),
+                "data_share": round(share, 4)}
 
     def _announce(self, start: int) -> None:
         r = self.recipe
@@ -331,6 +391,8 @@ class Trainer:
         """Train until the schedule ends or ``run.max_steps``; returns the run's result."""
         info = init_from_env()
         r = self.recipe
+        if info.device.type == "cuda" and not r.run.deterministic:
+            torch.backends.cudnn.benchmark = True   # fixed input sizes: let cuDNN pick the fastest kernels
         # Every rank checks (the run folder is on a shared file system), so all stop together.
         if not self.resume and (self.out / STATE_FILE).exists():
             raise TrainingError(f"{self.out} already holds a run ({STATE_FILE}); pass --resume to continue "
@@ -357,32 +419,44 @@ class Trainer:
             last_loss = float("nan")
             bar = tqdm(total=self.stop_step, initial=start, disable=not (info.is_main and self.progress),
                        desc=f"pretrain {r.method.name}", unit="step", dynamic_ncols=True)
-            batches = None
-            tick, images = time.perf_counter(), 0
+            self.first_bad = torch.tensor(NO_BAD_STEP, device=info.device)
+            self.warned_data_bound = False
+            # One pass of one loader over every remaining epoch: workers start once and prefetch
+            # across epoch boundaries; the sampler keeps each epoch's order and augmentation seeds.
+            epoch, batch = divmod(start, self.steps_per_epoch)
+            self.sampler.set_position(epoch, batch, end_epoch=math.ceil(self.stop_step / self.steps_per_epoch))
+            batches = iter(self.loader)
+            tick, images, wait, window, first_window = time.perf_counter(), 0, 0.0, 0, True
             self.method.train()
             for step in range(start, self.stop_step):
-                epoch, batch = divmod(step, self.steps_per_epoch)
-                if batches is None or batch == 0:
-                    self.sampler.set_position(epoch, batch)
-                    batches = iter(self.loader)
-                view1, view2 = (v.to(info.device, non_blocking=True) for v in next(batches))
+                waited = time.perf_counter()
+                view1, view2 = next(batches)
+                wait += time.perf_counter() - waited
+                view1, view2 = self._prepare(view1), self._prepare(view2)
                 if step == self.slim_start_step and step > 0:
                     log.info(self._slim_start_message())
-                ctx, lr, momentum, last_loss, terms, grad_norm = self._step(step, view1, view2)
+                ctx, lr, momentum, loss, terms, grad_norm = self._step(step, view1, view2)
                 done = step + 1
                 images += r.data.batch_size
+                window += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.3g}")
-                if done % r.run.log_every == 0 or done == self.stop_step:
-                    values = all_reduce_mean(torch.stack([t.float() for t in terms.values()])).tolist()
+                log_now = done % r.run.log_every == 0 or done == self.stop_step
+                save_now = done % r.run.checkpoint_every == 0 or done == self.stop_step
+                if log_now or save_now:
+                    self._check_finite(done, loss, terms)
+                if log_now:
+                    values = all_reduce_mean(torch.stack([loss.float()] + [t.float() for t in terms.values()])).tolist()
+                    last_loss, values = values[0], values[1:]
                     self.last_logged = dict(zip(terms, values))
                     elapsed = time.perf_counter() - tick
+                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.3g}")
                     run_log.write({"step": done, "epoch": round(done / self.steps_per_epoch, 4), "lr": lr,
                                    "momentum": momentum, "loss": last_loss, "grad_norm": float(grad_norm),
                                    "slim_active": ctx.slim_active,
-                                   **dict(zip(terms, values)), "images_per_s": round(images / max(elapsed, 1e-9), 2)})
-                    tick, images = time.perf_counter(), 0
-                if done % r.run.checkpoint_every == 0 or done == self.stop_step:
+                                   **dict(zip(terms, values)), "images_per_s": round(images / max(elapsed, 1e-9), 2),
+                                   **self._timing(wait, elapsed, window, first_window)})
+                    tick, images, wait, window, first_window = time.perf_counter(), 0, 0.0, 0, False
+                if save_now:
                     self._save(done)
             bar.close()
         if info.is_main:   # the final save diagnosed the last logged step

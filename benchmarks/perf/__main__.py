@@ -2,7 +2,7 @@
 import argparse
 import importlib
 
-BENCHES = {"extract": "benchmarks.perf.extract", "slim_step": "benchmarks.perf.slim_step"}
+BENCHES = {name: f"benchmarks.perf.{name}" for name in ("augment", "extract", "gpu", "loader", "slim_step")}
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks.perf")
 parser.add_argument("name", choices=sorted(BENCHES))

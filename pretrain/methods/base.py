@@ -115,6 +115,15 @@ class PretrainMethod(nn.Module):
         """A name for what a step computes: steps with one signature cost the same FLOPs."""
         return "step"
 
+    def leaves_parameters_unused(self, ctx: StepContext) -> bool:
+        """Whether the step at ``ctx`` leaves a trainable parameter without gradient (DDP must then
+        search for unused parameters); methods that know better override this safe default."""
+        return True
+
+    def per_step_summary(self) -> List[str]:
+        """Lines saying which networks a step trains (``bench pretrain --dry-run`` prints them)."""
+        return []
+
     def desired(self) -> List[str]:
         """Sub-network names recorded in the checkpoint as the ones to show first."""
         return []

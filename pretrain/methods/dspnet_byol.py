@@ -1,10 +1,12 @@
-"""DSPNet on BYOL: one online slimmable network trains sampled sub-networks against an EMA target.
+"""SlimBench's reconstruction of DSPNet (unverified against the paper) on BYOL.
 
-DSPNet has no public code; this follows the paper's description and names each open choice.
-Per step::
+One online slimmable network trains sampled sub-networks against an EMA target. DSPNet has no public
+code and no readable copy of its method section; this is built from its abstract and introduction
+(BYOL, an EMA target of the full network, sampled sub-networks that include the desired networks,
+width x depth), and it names each choice that reading leaves open. Per step::
 
     z1', z2'  = target_proj(target_encoder(view1 | view2))      # full network, no gradient
-    subnets   = [largest, smallest, *desired, *N random members of widths x depths]   # sandwich rule
+    subnets   = sample(method.sample)                            # see below
     for each sub-network s:
         p1, p2 = pred_s(proj_s(encoder_s(view1 | view2)))
         loss  += byol(p1, z2') + byol(p2, z1')                   # 2 - 2 cos, symmetric
@@ -24,6 +26,12 @@ keep features of lower rank than their random init (the demo recipe uses it; def
 "smallest" is the smallest width at the shallowest depth of the grid; random members are drawn
 without replacement from the grid minus the networks already chosen, with a generator seeded
 by the run seed (identical on every rank, saved for resumption).
+
+Sampling rules (``method.sample``): ``sandwich-desired`` (SlimBench's DSPNet: the abstract says the
+sampled networks include the desired ones) trains the largest, the smallest, every desired network and
+``num_random`` more; ``sandwich`` is US-Nets' rule (JiahuiYu/slimmable_networks ``train.py``: the largest,
+the smallest and ``num_sample_training - 2`` random ones); ``desired`` only the desired networks (an
+individual baseline).
 """
 from __future__ import annotations
 
@@ -74,17 +82,38 @@ class DSPNetBYOL(PretrainMethod):
         self.generator.set_state(state)
         return "+".join(str(s) for s in specs)
 
-    def sample_subnets(self) -> List[SubnetSpec]:
-        """This step's sub-networks: largest, smallest, every desired network, then N random ones.
+    def leaves_parameters_unused(self, ctx: StepContext) -> bool:
+        """Whether the next step's networks miss a parameter: the full network or a listed width's BN."""
+        state = self.generator.get_state()
+        specs = self.sample_subnets()
+        self.generator.set_state(state)
+        full = any(s.width == self.largest.width and s.depth is None for s in specs)
+        return not (full and set(self.encoder.widths) <= {s.width for s in specs})
 
-        With ``sample: desired`` only the desired networks (an individual baseline trains its one).
-        """
+    def sample_subnets(self) -> List[SubnetSpec]:
+        """This step's sub-networks under ``method.sample`` (see the module docstring)."""
         if self.cfg.sample == "desired":
             return list(self.desired_specs)
-        chosen = list(dict.fromkeys([self.largest, self.smallest, *self.desired_specs]))
+        forced = [self.largest, self.smallest]
+        if self.cfg.sample == "sandwich-desired":
+            forced += self.desired_specs
+        chosen = list(dict.fromkeys(forced))
         rest = [s for s in self.grid if s not in chosen]
         picks = torch.randperm(len(rest), generator=self.generator)[: self.cfg.num_random].tolist()
         return chosen + [rest[i] for i in sorted(picks)]
+
+    def per_step_summary(self) -> List[str]:
+        """The networks every step trains under ``method.sample``, and how many are drawn at random."""
+        rule = self.cfg.sample
+        if rule == "desired":
+            return [f"sample: desired: {len(self.desired_specs)} networks per step: "
+                    f"{', '.join(map(str, self.desired_specs))}"]
+        forced = [self.largest, self.smallest] + (self.desired_specs if rule == "sandwich-desired" else [])
+        chosen = list(dict.fromkeys(forced))
+        random = min(self.cfg.num_random, len(self.grid) - len(chosen))
+        return [f"sample: {rule}: {len(chosen) + random} networks per step: every step "
+                f"{', '.join(map(str, chosen))}, plus {random} drawn from the other "
+                f"{len(self.grid) - len(chosen)} of the width x depth grid"]
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor,
                 ctx: StepContext) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:

@@ -65,6 +65,16 @@ class SlimCLR(PretrainMethod, abc.ABC):
     def step_signature(self, ctx: StepContext) -> str:
         return "all widths" if ctx.slim_active and len(self.widths) > 1 else "full width"
 
+    def per_step_summary(self) -> List[str]:
+        widths = ", ".join(f"w{format_width(w)}" for w in self.widths)
+        start = self.cfg.slim_start_epoch
+        before = f"before epoch {start:g} only w{format_width(self.widths[0])} (1 network), then " if start else ""
+        return [f"networks per step: {before}every width ({len(self.widths)} networks: {widths})"]
+
+    def leaves_parameters_unused(self, ctx: StepContext) -> bool:
+        """During the slow start only the full width trains: the other widths' BatchNorms get no gradient."""
+        return not ctx.slim_active and len(self.widths) > 1
+
     def momentum_at(self, ctx: StepContext) -> float:
         """The EMA after step ``s`` is the one upstream makes before step ``s + 1``, at that step's momentum."""
         return super().momentum_at(StepContext(ctx.step + 1, ctx.total_steps, ctx.epoch, ctx.slim_active))
