@@ -64,14 +64,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def heads_summary(recipe) -> str:
-    """Comment lines: each trained head's layers at the largest and the smallest width."""
+    """Comment lines: the networks each step trains, and each trained head's layers at the largest and
+    the smallest width."""
     from pretrain.methods import build_method
     from pretrain.spec import format_width
     from pretrain.trainer import build_encoder
 
     method = build_method(recipe, build_encoder(recipe))
     widths = list(recipe.model.widths)
-    lines = []
+    lines = [f"# {line}" for line in method.per_step_summary()]
     for index in sorted({0, len(widths) - 1}):
         for name, layers in method.head_summary(index).items():
             lines.append(f"# {name} at w{format_width(widths[index])}: {layers}")

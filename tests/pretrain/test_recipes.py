@@ -110,6 +110,8 @@ def test_dry_run_shows_mocov3_heads_at_the_largest_and_smallest_width(capsys):
     assert main(["pretrain", "--config", str(path), "--dry-run"]) == 0
     heads = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# ")]
     assert heads == [
+        "# networks per step: before epoch 150 only w1.0 (1 network), then every width "
+        "(4 networks: w1.0, w0.75, w0.5, w0.25)",
         "# projector at w1.0: Linear(2048->4096, no bias) BN ReLU Linear(4096->256, no bias) BN(no affine)",
         "# predictor at w1.0: Linear(256->4096, no bias) BN ReLU Linear(4096->256, no bias)",
         "# projector at w0.25: Linear(512->1024, no bias) BN ReLU Linear(1024->256, no bias) BN(no affine)",
