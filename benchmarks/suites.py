@@ -7,6 +7,7 @@ protocol: linear-fast             # a name in transfer.protocols.base.PROTOCOL_M
 dataset: {kind: fmnist, ...}      # the protocol's Dataset dataclass
 params: {epochs: 30, ...}         # the protocol's Params dataclass
 subnets: all                      # all | widths | desired | [w1.0, w0.5, ...]
+seeds: [0, 1, 2, 3, 4]            # optional: the runs `bench run` makes without --seed/--seeds (default [0])
 ```
 
 Loading validates every key against the protocol's dataclasses (``pretrain.config.from_dict``):
@@ -44,6 +45,12 @@ class SuiteFile:
     dataset: Dict[str, Any] = field(default_factory=dict)
     params: Dict[str, Any] = field(default_factory=dict)
     subnets: Union[str, List[str]] = "all"
+    seeds: Optional[List[int]] = None
+
+    def validate(self) -> None:
+        if self.seeds is not None and (not self.seeds or any(s < 0 for s in self.seeds)
+                                       or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError(f"seeds must be distinct non-negative integers, at least one; got {self.seeds}")
 
 
 @dataclass
@@ -58,6 +65,9 @@ class Suite:
     subnets: Union[str, List[str]]
     path: Optional[Path] = None
     variant: Dict[str, Any] = field(default_factory=dict)  # overridden keys that differ from the file
+    # the runs a protocol's published numbers average (MoCo's VOC: 5 trials); not in either digest,
+    # each run records its own seed
+    seeds: List[int] = field(default_factory=lambda: [0])
 
     @property
     def protocol_cls(self) -> type:
@@ -121,7 +131,8 @@ def _validate(raw: Dict[str, Any], path: Path, source: str) -> Suite:
     dataset = from_dict(protocol.Dataset, top.dataset, source, prefix="dataset.")
     params = from_dict(protocol.Params, top.params, source, prefix="params.")
     subnets = _check_selection(top.subnets, f"{source}: key 'subnets'")
-    return Suite(top.name or path.stem, top.description, top.protocol, dataset, params, subnets, path)
+    return Suite(top.name or path.stem, top.description, top.protocol, dataset, params, subnets, path,
+                 seeds=list(top.seeds) if top.seeds is not None else [0])
 
 
 def _variant(suite: Suite, from_file: Dict[str, Any], path: Path) -> Dict[str, Any]:

@@ -25,7 +25,9 @@ def test_r50_widths_scale_detectron2_own_resnet(width, base):
     assert (r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS, r.WIDTH_PER_GROUP) == (int(64 * width), int(256 * width),
                                                                            int(64 * width))
     assert cfg.MODEL.BACKBONE.NAME in ("build_resnet_backbone", "build_resnet_fpn_backbone")
-    assert r.STRIDE_IN_1X1 is False and cfg.MODEL.BACKBONE.FREEZE_AT == 0 and r.NORM == "BN"
+    # one process: SyncBN becomes BN; MoCo's C4 naiveSyncBN stays (Detectron2 runs it as BN on one process)
+    assert r.STRIDE_IN_1X1 is False and cfg.MODEL.BACKBONE.FREEZE_AT == 0
+    assert r.NORM == ("naiveSyncBN" if "C4" in base else "BN")
     assert list(cfg.MODEL.PIXEL_MEAN) == PIXEL_MEAN == [123.675, 116.28, 103.53]
     assert list(cfg.MODEL.PIXEL_STD) == PIXEL_STD == [58.395, 57.12, 57.375]
     assert cfg.INPUT.FORMAT == "RGB"
@@ -37,7 +39,25 @@ def test_r50_widths_scale_detectron2_own_resnet(width, base):
 
 def test_distributed_runs_use_syncbn_everywhere_the_base_config_normalizes():
     cfg = build_config("mask_rcnn_R_50_FPN_1x", "w0.5", R50, distributed=True)
-    assert cfg.MODEL.RESNETS.NORM == cfg.MODEL.FPN.NORM == cfg.MODEL.ROI_BOX_HEAD.NORM == "SyncBN"
+    assert cfg.MODEL.RESNETS.NORM == cfg.MODEL.FPN.NORM == "SyncBN"
+    assert cfg.MODEL.ROI_BOX_HEAD.NORM == cfg.MODEL.ROI_MASK_HEAD.NORM == ""   # the standard heads have none
+    own = build_config("mask_rcnn_R_50_FPN_1x", "w0.5", R50, distributed=True,
+                       overrides={"MODEL.ROI_BOX_HEAD.NORM": "BN", "MODEL.ROI_BOX_HEAD.NUM_CONV": 4})
+    assert own.MODEL.ROI_BOX_HEAD.NORM == "BN"   # an override is applied after the norm mapping
+
+
+def test_naive_syncbn_trains_in_one_process(tmp_path):
+    """MoCo's naiveSyncBN is Detectron2's NaiveSyncBatchNorm, which normalizes as BN with one process."""
+    from detectron2.layers import NaiveSyncBatchNorm
+    from detectron2.modeling import build_model
+
+    arch = {"arch": "slim_resnet18", "depth": 18, "stem": "imagenet"}
+    model = build_model(build_config("faster_rcnn_R_50_C4_voc_24k", "w0.25", arch, num_classes=3))
+    assert isinstance(model.roi_heads.res5.norm, NaiveSyncBatchNorm)
+    bn = model.roi_heads.res5.norm.train()
+    x = torch.randn(4, bn.num_features, 3, 3)
+    expected = torch.nn.functional.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+    assert torch.allclose(bn(x), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch, spec", [

@@ -20,9 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_protocol_is_registered_with_its_schemas():
     proto = get_protocol("detectron2")
     assert proto.name == "detectron2"
-    params = from_dict(proto.Params, {"iterations": 10, "min_size_train": [64, 80], "overrides": {"A.B": 1}}, "t")
-    assert params.detectron2_overrides() == {"SOLVER.MAX_ITER": 10, "INPUT.MIN_SIZE_TRAIN": (64, 80),
-                                             "DATALOADER.NUM_WORKERS": 4, "A.B": 1}
+    params = from_dict(proto.Params, {"iterations": 10, "steps": [5], "min_size_train": [64, 80],
+                                      "overrides": {"A.B": 1}}, "t")
+    assert params.detectron2_overrides() == {"SOLVER.MAX_ITER": 10, "SOLVER.STEPS": (5,),
+                                             "INPUT.MIN_SIZE_TRAIN": (64, 80), "DATALOADER.NUM_WORKERS": 4, "A.B": 1}
     with pytest.raises(ConfigError, match="iterations must be a positive integer"):
         from_dict(proto.Params, {"iterations": 0}, "t")
     with pytest.raises(ConfigError, match="VOC2007/trainval"):
@@ -45,7 +46,8 @@ def test_dataset_check_names_the_expected_layout(tmp_path):
 def test_shipped_suites_validate():
     from benchmarks.suites import load_suite
 
-    for name, kind in (("demo-det", "demo-scenes"), ("voc-det", "voc"), ("coco-det", "coco")):
+    for name, kind in (("demo-det", "demo-scenes"), ("voc-det", "voc"), ("coco-det", "coco"),
+                       ("coco-det-c4-2x", "coco")):
         suite = load_suite(str(REPO / "configs" / "suites" / f"{name}.yaml"))
         assert suite.protocol == "detectron2" and suite.dataset.kind == kind
 

@@ -12,7 +12,7 @@ after res5 (``Res5ROIHeadsExtraNorm`` in the base configs).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from transfer.detection import backbone as d2_backbone  # registers backbones and heads
 from transfer.detection.compat import import_detectron2
@@ -33,6 +33,8 @@ PIXEL_MEAN = [round(255.0 * m, 3) for m in IMAGENET_MEAN]
 PIXEL_STD = [round(255.0 * s, 3) for s in IMAGENET_STD]
 # config keys whose "BN"/"SyncBN" follows the number of processes
 NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
+# the training schedule a suite takes from its base config (departures are recorded with the run)
+SCHEDULE_KEYS = ("SOLVER.MAX_ITER", "SOLVER.STEPS", "SOLVER.IMS_PER_BATCH", "SOLVER.BASE_LR", "SOLVER.WARMUP_ITERS")
 # backbones of Detectron2 this builder knows how to size, and the SlimBench backbone replacing each
 D2_BACKBONES = {"build_resnet_backbone": d2_backbone.BACKBONE_NAME,
                 "build_resnet_fpn_backbone": d2_backbone.FPN_BACKBONE_NAME}
@@ -100,16 +102,17 @@ def _rename_fpn_levels(cfg: CfgNode, plan: ResNetPlan) -> None:
 
 def build_config(base: str, spec: SubnetSpec, arch: Mapping[str, Any], *, weights: Optional[Path] = None,
                  num_classes: Optional[int] = None, distributed: bool = False, device: str = "cpu",
-                 overrides: Optional[Mapping[str, Any]] = None, out_dir: Optional[Path] = None) -> CfgNode:
+                 overrides: Optional[Mapping[str, Any]] = None, out_dir: Optional[Path] = None,
+                 write: bool = True) -> CfgNode:
     """The Detectron2 config of sub-network ``spec`` of a checkpoint with architecture ``arch``.
 
     ``arch`` is a checkpoint's ``arch`` block (depth, stem). ``overrides`` maps dotted Detectron2
-    keys to values and is applied last. With ``out_dir`` the config is written to
-    ``out_dir/config.yaml`` and becomes the run's ``OUTPUT_DIR``.
+    keys to values and is applied last. With ``out_dir`` the config becomes the run's ``OUTPUT_DIR``
+    and, with ``write``, is written to ``out_dir/config.yaml``. A schedule whose ``SOLVER.STEPS``
+    reach past ``SOLVER.MAX_ITER`` is refused (Detectron2 would drop those steps with a warning).
     """
     path = base_config_path(base)
-    cfg = d2_backbone.add_slimbench_config(get_cfg())
-    cfg.merge_from_file(str(path))
+    cfg = load_config(path)
     depth, stem = int(arch["depth"]), str(arch.get("stem", "imagenet"))
     spec = SubnetSpec.parse(spec)
     plan = plan_resnet(depth, spec.width, spec.depth, stem)
@@ -150,11 +153,37 @@ def build_config(base: str, spec: SubnetSpec, arch: Mapping[str, Any], *, weight
         cfg.MODEL.RETINANET.NUM_CLASSES = int(num_classes)
     if overrides:
         apply_overrides(cfg, overrides, source=str(path))
+    check_schedule(cfg, str(path))
     if out_dir is not None:
         cfg.OUTPUT_DIR = str(out_dir)
-        atomic_write_bytes(Path(out_dir) / "config.yaml", cfg.dump().encode())
+        if write:
+            atomic_write_bytes(Path(out_dir) / "config.yaml", cfg.dump().encode())
     cfg.freeze()
     return cfg
+
+
+def check_schedule(cfg: CfgNode, source: str) -> None:
+    """Refuse ``SOLVER.STEPS`` that are not increasing or reach past ``SOLVER.MAX_ITER``."""
+    steps, max_iter = [int(s) for s in cfg.SOLVER.STEPS], int(cfg.SOLVER.MAX_ITER)
+    if any(b <= a for a, b in zip(steps, steps[1:])) or any(s > max_iter for s in steps):
+        raise ConfigError(f"{source} with the suite's params: SOLVER.STEPS {steps} do not fit SOLVER.MAX_ITER "
+                          f"{max_iter} (expected increasing steps up to MAX_ITER); a schedule is the base "
+                          f"config's, so set params.iterations and params.steps together")
+
+
+def schedule_departures(cfg: CfgNode, base: str) -> Dict[str, Dict[str, Any]]:
+    """``{key: {base_config: value, suite: value}}`` for each ``SCHEDULE_KEYS`` value differing from ``base``'s."""
+    base_cfg = load_config(base_config_path(base))
+    out = {}
+    for key in SCHEDULE_KEYS:
+        ours, theirs = _plain(_get(cfg, key)), _plain(_get(base_cfg, key))
+        if ours != theirs:
+            out[key] = {"base_config": theirs, "suite": ours}
+    return out
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def apply_overrides(cfg: CfgNode, overrides: Mapping[str, Any], source: str = "overrides") -> None:
@@ -173,7 +202,7 @@ def apply_overrides(cfg: CfgNode, overrides: Mapping[str, Any], source: str = "o
 
 
 def load_config(path: Path) -> CfgNode:
-    """Read a config written by ``build_config`` (SlimBench keys included)."""
+    """Read a base config or one written by ``build_config`` (SlimBench keys included)."""
     cfg = d2_backbone.add_slimbench_config(get_cfg())
     cfg.merge_from_file(str(path))
     return cfg

@@ -249,17 +249,23 @@ class DetectionData:
             return name
 
         root = self.path(data_root)
+        train_names, test_names = self.split_names(prefix)
         if self.kind == "voc":
-            names = []
-            for entry in [*self.voc_train, self.voc_test]:
+            for name, entry in zip([*train_names, *test_names], [*self.voc_train, self.voc_test]):
                 folder, split, year = self._voc_part(entry)
-                name = fresh(f"{prefix}_{folder.lower()}_{split}")
-                register_pascal_voc(name, str(root / folder), split, year, CLASS_NAMES)
+                register_pascal_voc(fresh(name), str(root / folder), split, year, CLASS_NAMES)
                 MetadataCatalog.get(name).evaluator_type = "pascal_voc" if (evaluator or "voc") == "voc" else "coco"
-                names.append(name)
-            return names[:-1], names[-1:]
+            return train_names, test_names
         train_images, train_json, val_images, val_json = self.coco_files(data_root)
-        train, test = fresh(f"{prefix}_train"), fresh(f"{prefix}_val")
-        register_coco_instances(train, {}, str(train_json), str(train_images))
-        register_coco_instances(test, {}, str(val_json), str(val_images))
-        return [train], [test]
+        (train,), (test,) = train_names, test_names
+        register_coco_instances(fresh(train), {}, str(train_json), str(train_images))
+        register_coco_instances(fresh(test), {}, str(val_json), str(val_images))
+        return train_names, test_names
+
+    def split_names(self, prefix: str) -> Tuple[List[str], List[str]]:
+        """The catalog names ``register`` gives the train and test splits (no files read)."""
+        if self.kind == "voc":
+            names = [f"{prefix}_{folder.lower()}_{split}"
+                     for folder, split, _ in map(self._voc_part, [*self.voc_train, self.voc_test])]
+            return names[:-1], names[-1:]
+        return [f"{prefix}_train"], [f"{prefix}_val"]

@@ -16,9 +16,10 @@ import json
 import logging
 import math
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Literal, Optional
+from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
 
 import torch
 from tqdm import tqdm
@@ -28,7 +29,7 @@ from pretrain.errors import ConfigError
 from pretrain.slim import extract
 from transfer.protocols.base import Protocol, Result, RunContext, register_protocol
 
-from .data import DetectionData
+from .data import VOC_NUM_CLASSES, DetectionData
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,18 @@ REPORTED = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 @dataclass
 class Detectron2Params:
-    """Training schedule and scale-out of the ``detectron2`` protocol; unset values keep the base config's."""
+    """Training schedule and scale-out of the ``detectron2`` protocol; unset values keep the base config's.
+
+    The schedule belongs to the base config: ``iterations`` and ``steps`` are set together or not at
+    all, and every value that differs from the base config's is recorded with the run
+    (``schedule_departures``).
+    """
 
     base_config: str = "faster_rcnn_R_50_C4_voc_24k"   # configs/detectron2/NAME.yaml or a YAML path
-    iterations: Optional[int] = None       # SOLVER.MAX_ITER
+    iterations: Optional[int] = None       # SOLVER.MAX_ITER (with steps)
     batch_size: Optional[int] = None       # SOLVER.IMS_PER_BATCH, over all processes
     lr: Optional[float] = None             # SOLVER.BASE_LR
-    steps: Optional[List[int]] = None      # SOLVER.STEPS
+    steps: Optional[List[int]] = None      # SOLVER.STEPS (with iterations)
     warmup_iters: Optional[int] = None     # SOLVER.WARMUP_ITERS
     min_size_train: Optional[List[int]] = None   # INPUT.MIN_SIZE_TRAIN (multi-scale)
     max_size_train: Optional[int] = None
@@ -73,6 +79,12 @@ class Detectron2Params:
             raise ValueError("num_workers and num_gpus must be >= 0")
         if not 0 <= self.machine_rank < self.num_machines:
             raise ValueError(f"machine_rank must be in [0, num_machines), got {self.machine_rank}")
+        # a MAX_ITER without its STEPS (or the reverse) mixes two schedules, e.g. 1x steps in a 2x run
+        for given, missing in (("iterations", "steps"), ("steps", "iterations")):
+            if getattr(self, given) is not None and getattr(self, missing) is None:
+                raise ValueError(f"params.{given} {getattr(self, given)} without params.{missing}: the schedule is "
+                                 f"base config {self.base_config}'s (SOLVER.MAX_ITER and SOLVER.STEPS); set both "
+                                 f"params.iterations and params.steps, or neither")
 
     def detectron2_overrides(self) -> Dict[str, Any]:
         """The set values as dotted Detectron2 keys, then ``overrides`` (which win)."""
@@ -102,8 +114,12 @@ class LaunchPlan:
         return max(1, self.num_gpus) * self.num_machines
 
     @classmethod
-    def resolve(cls, p: Detectron2Params, launch: Dict[str, Any], device: torch.device) -> "LaunchPlan":
-        """Command-line launch settings (``ctx.launch``) over the suite's, defaults from the device."""
+    def resolve(cls, p: Detectron2Params, launch: Dict[str, Any], device: torch.device,
+                check_devices: bool = True) -> "LaunchPlan":
+        """Command-line launch settings (``ctx.launch``) over the suite's, defaults from the device.
+
+        ``check_devices=False`` (a dry run) describes a launch on GPUs this machine does not have.
+        """
         def get(key: str, default):
             value = getattr(p, key)
             return launch.get(key, default if value is None else value)
@@ -111,7 +127,7 @@ class LaunchPlan:
         gpus = torch.cuda.device_count() if device.type == "cuda" else 0
         plan = cls(int(get("num_gpus", gpus)), int(get("num_machines", 1)), int(get("machine_rank", 0)),
                    str(get("dist_url", "auto")))
-        if plan.num_gpus > 1 and plan.num_gpus > torch.cuda.device_count():
+        if check_devices and plan.num_gpus > 1 and plan.num_gpus > torch.cuda.device_count():
             raise ConfigError(f"num_gpus {plan.num_gpus}: Detectron2's launch runs one process per GPU, "
                               f"and this machine has {torch.cuda.device_count()}")
         if plan.num_gpus == 0 and plan.num_machines > 1:
@@ -142,6 +158,36 @@ def flatten_metrics(results: Dict[str, Dict[str, float]]) -> Dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class DataSettings:
+    """What a config takes from the dataset: class count, mask format and the catalog names of its splits."""
+
+    num_classes: Optional[int]          # None: the base config's MODEL.ROI_HEADS.NUM_CLASSES
+    mask_format: Optional[str]          # INPUT.MASK_FORMAT read from the training json; None: the base config's
+    train_sets: Tuple[str, ...]
+    test_sets: Tuple[str, ...]
+
+
+def catalog_prefix(suite_name: str) -> str:
+    """The prefix of the catalog names a suite registers its splits under."""
+    return "slimbench_" + re.sub(r"\W", "_", suite_name)
+
+
+def subnet_config(ctx: RunContext, spec, world_size: int, data: DataSettings, write: bool = True):
+    """The Detectron2 config one sub-network trains with, in its work folder (written there with ``write``)."""
+    from transfer.detection.config import build_config
+
+    p, work_dir = ctx.params, ctx.work_dir(spec)
+    overrides = p.detectron2_overrides()
+    if data.mask_format:   # an INPUT.MASK_FORMAT in params.overrides still wins
+        overrides.setdefault("INPUT.MASK_FORMAT", data.mask_format)
+    overrides.update({"SEED": ctx.seed, "DATASETS.TRAIN": tuple(data.train_sets),
+                      "DATASETS.TEST": tuple(data.test_sets)})
+    return build_config(p.base_config, spec, ctx.checkpoint.arch, weights=work_dir / "backbone.pkl",
+                        num_classes=data.num_classes, distributed=world_size > 1, device=ctx.device.type,
+                        overrides=overrides, out_dir=work_dir, write=write)
+
+
 def train_and_evaluate(cfg, dataset: DetectionData, data_root: Path, weights: Path, seed: int, prefix: str,
                        evaluator: str, metrics_path: Path) -> None:
     """One Detectron2 training and evaluation (a ``launch`` worker; rank 0 writes ``metrics_path``)."""
@@ -167,26 +213,27 @@ class Detectron2Protocol(Protocol):
         return params.machine_rank == 0
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
-        from transfer.detection.config import build_config  # imports Detectron2 through the compat layer
+        from transfer.detection.config import build_config, schedule_departures  # Detectron2, via compat
         from transfer.detection.export import export_detectron2
         from detectron2.engine import launch
 
         p, d = ctx.params, ctx.dataset
-        evaluator = p.evaluator or d.default_evaluator
-        if evaluator == "voc" and d.kind != "voc":
-            raise ConfigError(f"suite {ctx.suite_name}: evaluator 'voc' needs a dataset of kind 'voc' "
-                              f"(VOC XML annotations), got kind {d.kind!r}")
+        evaluator = self._evaluator(ctx)
         launch_plan = LaunchPlan.resolve(p, ctx.launch, ctx.device)
-        trains_masks = build_config(p.base_config, ctx.subnets[0], ctx.checkpoint.arch,
-                                    overrides=p.detectron2_overrides()).MODEL.MASK_ON
+        # the suite's config before any data: whether it trains masks, how it changes the base schedule
+        suite_cfg = build_config(p.base_config, ctx.subnets[0], ctx.checkpoint.arch, overrides=p.detectron2_overrides())
+        trains_masks, departures = suite_cfg.MODEL.MASK_ON, schedule_departures(suite_cfg, p.base_config)
         d.prepare(ctx.data_root)
         contents = d.inspect(ctx.data_root)   # each annotation json read once, before any training
         mask_format = d.mask_format_for(contents, p.base_config) if trains_masks else None
-        num_classes = contents.num_classes
-        prefix = "slimbench_" + re.sub(r"\W", "_", ctx.suite_name)
+        prefix = catalog_prefix(ctx.suite_name)
         train_sets, test_sets = d.register(ctx.data_root, prefix, evaluator)
+        data = DataSettings(contents.num_classes, mask_format, tuple(train_sets), tuple(test_sets))
+        if departures:
+            log.warning("%s: the suite changes base config %s's schedule: %s", ctx.suite_name, p.base_config,
+                        departures)
         ctx.info.update({"detectron2_base_config": p.base_config, "world_size": launch_plan.world_size,
-                         "mask_format": mask_format})
+                         "mask_format": mask_format, "schedule_departures": departures})
         for spec in tqdm(ctx.subnets, desc=f"{ctx.suite_name}: detectron2", unit="training"):
             name, work_dir = str(spec), ctx.work_dir(spec)
             metrics_path = work_dir / "results.json"   # Detectron2 writes its own metrics.json there
@@ -194,15 +241,8 @@ class Detectron2Protocol(Protocol):
                 log.info("detectron2 %s seed %d: trained and evaluated by an earlier run in %s", name, ctx.seed,
                          work_dir)
             else:
-                weights = export_detectron2(extract(ctx.checkpoint, spec), work_dir / "backbone.pkl")
-                overrides = p.detectron2_overrides()
-                if mask_format:   # an INPUT.MASK_FORMAT in params.overrides still wins
-                    overrides.setdefault("INPUT.MASK_FORMAT", mask_format)
-                overrides.update({"SEED": ctx.seed, "DATASETS.TRAIN": tuple(train_sets),
-                                  "DATASETS.TEST": tuple(test_sets)})
-                cfg = build_config(p.base_config, spec, ctx.checkpoint.arch, weights=weights,
-                                   num_classes=num_classes, distributed=launch_plan.world_size > 1,
-                                   device=ctx.device.type, overrides=overrides, out_dir=work_dir)
+                cfg = subnet_config(ctx, spec, launch_plan.world_size, data)
+                weights = export_detectron2(extract(ctx.checkpoint, spec), Path(cfg.MODEL.WEIGHTS))
                 log.info("detectron2 %s seed %d: training %d iterations of %s (%s) in %s", name, ctx.seed,
                          cfg.SOLVER.MAX_ITER, p.base_config, cfg.MODEL.BACKBONE.NAME, work_dir)
                 launch(train_and_evaluate, launch_plan.num_gpus, num_machines=launch_plan.num_machines,
@@ -212,3 +252,40 @@ class Detectron2Protocol(Protocol):
                 continue   # only the first machine evaluates and reports
             for metric, value in json.loads(metrics_path.read_text()).items():
                 yield Result(name, metric, value)
+
+    def describe(self, ctx: RunContext) -> Dict[str, Any]:
+        """Per sub-network, the resolved Detectron2 config a run would train, without data or training.
+
+        The config is built by ``subnet_config``, as in ``run``; what only the dataset can tell
+        (COCO's class count and mask format) keeps the base config's value and is listed under
+        ``from_the_dataset``.
+        """
+        import yaml
+
+        from transfer.detection.config import schedule_departures
+
+        p, d = ctx.params, ctx.dataset
+        self._evaluator(ctx)
+        launch_plan = LaunchPlan.resolve(p, ctx.launch, ctx.device, check_devices=False)
+        train_sets, test_sets = d.split_names(catalog_prefix(ctx.suite_name))
+        data = DataSettings(VOC_NUM_CLASSES if d.kind == "voc" else None, None, tuple(train_sets), tuple(test_sets))
+        out = {}
+        for spec in ctx.subnets:
+            cfg = subnet_config(ctx, spec, launch_plan.world_size, data, write=False)
+            from_data = [] if d.kind == "voc" else ["MODEL.ROI_HEADS.NUM_CLASSES (the training json's categories)"]
+            if cfg.MODEL.MASK_ON and d.kind != "voc":
+                from_data.append("INPUT.MASK_FORMAT (the training json's masks: polygon or bitmask)")
+            out[str(spec)] = {"detectron2_config": yaml.safe_load(cfg.dump()), "world_size": launch_plan.world_size,
+                              "launch": dataclasses.asdict(launch_plan),
+                              "schedule_departures": schedule_departures(cfg, p.base_config),
+                              "from_the_dataset": from_data}
+        return out
+
+    @staticmethod
+    def _evaluator(ctx: RunContext) -> str:
+        """The suite's evaluator, or its dataset's default; refused when the dataset cannot feed it."""
+        evaluator = ctx.params.evaluator or ctx.dataset.default_evaluator
+        if evaluator == "voc" and ctx.dataset.kind != "voc":
+            raise ConfigError(f"suite {ctx.suite_name}: evaluator 'voc' needs a dataset of kind 'voc' "
+                              f"(VOC XML annotations), got kind {ctx.dataset.kind!r}")
+        return evaluator

@@ -1,0 +1,234 @@
+"""Each shipped detection suite hands Detectron2 the published protocol it names, value by value.
+
+The published values are written out here with their source; they are compared with the resolved
+``CfgNode`` the ``detectron2`` protocol would train (``Detectron2Protocol.describe``, the code path
+of a real run), never with the suite YAML. Sources:
+
+* MoCo: facebookresearch/moco at 132aea9 (the last commit with ``detection/``), ``detection/configs/``
+  and ``detection/README.md``; MoCo fine-tunes on 8 GPUs (README: ``--num-gpus 8``).
+* MMSelfSup: open-mmlab/mmselfsup at db861f3, ``configs/benchmarks/detectron2/``.
+* Detectron2 defaults: detectron2 v0.6 ``detectron2/config/defaults.py`` (keys the configs above leave unset).
+"""
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.suites import load_suite
+from pretrain.checkpoint import Checkpoint
+from pretrain.errors import ConfigError
+from pretrain.resnet import SlimResNet
+from pretrain.spec import SubnetSpec
+from transfer.protocols.base import RunContext, get_protocol
+
+MOCO = "facebookresearch/moco@132aea9 detection/configs/"
+SELFSUP = "open-mmlab/mmselfsup@db861f3 configs/benchmarks/detectron2/"
+D2 = "detectron2 v0.6 detectron2/config/defaults.py:"
+
+# MoCo's Base-RCNN-C4-BN.yaml, shared by its VOC and COCO configs
+MOCO_C4_BASE = {
+    "MODEL.META_ARCHITECTURE": ("GeneralizedRCNN", MOCO + "Base-RCNN-C4-BN.yaml:2"),
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": (6000, MOCO + "Base-RCNN-C4-BN.yaml:4"),
+    "MODEL.RPN.POST_NMS_TOPK_TEST": (1000, MOCO + "Base-RCNN-C4-BN.yaml:5"),
+    "MODEL.ROI_HEADS.NAME": ("Res5ROIHeadsExtraNorm", MOCO + "Base-RCNN-C4-BN.yaml:7"),
+    "MODEL.BACKBONE.FREEZE_AT": (0, MOCO + "Base-RCNN-C4-BN.yaml:9"),
+    "MODEL.RESNETS.NORM": ("naiveSyncBN", MOCO + "Base-RCNN-C4-BN.yaml:12"),
+    "TEST.PRECISE_BN.ENABLED": (True, MOCO + "Base-RCNN-C4-BN.yaml:15"),
+    "SOLVER.IMS_PER_BATCH": (16, MOCO + "Base-RCNN-C4-BN.yaml:17"),
+    "SOLVER.BASE_LR": (0.02, MOCO + "Base-RCNN-C4-BN.yaml:18"),
+    # unset there: Detectron2's defaults
+    "MODEL.BACKBONE.NAME": ("build_resnet_backbone", D2 + "133"),
+    "MODEL.RESNETS.DEPTH": (50, D2 + "473"),
+    "MODEL.RESNETS.OUT_FEATURES": (["res4"], D2 + "474"),
+    "MODEL.RPN.IN_FEATURES": (["res4"], D2 + "203"),
+    "MODEL.ROI_HEADS.IN_FEATURES": (["res4"], D2 + "257"),
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": (14, D2 + "303"),
+    "SOLVER.WEIGHT_DECAY": (0.0001, D2 + "525"),
+    "SOLVER.MOMENTUM": (0.9, D2 + "521"),
+    "SOLVER.GAMMA": (0.1, D2 + "530"),
+}
+# the *_moco.yaml files: torchvision normalization in RGB, stride on the 3x3
+MOCO_INPUT = {
+    "MODEL.PIXEL_MEAN": ([123.675, 116.28, 103.53], "*_moco.yaml:3"),
+    "MODEL.PIXEL_STD": ([58.395, 57.12, 57.375], "*_moco.yaml:4"),
+    "MODEL.RESNETS.STRIDE_IN_1X1": (False, "*_moco.yaml:7"),
+    "INPUT.FORMAT": ("RGB", "*_moco.yaml:9"),
+}
+
+VOC_C4_24K = {**MOCO_C4_BASE, **{k: (v, MOCO + "pascal_voc_R_50_C4_24k_moco.yaml" + s[s.index(":"):])
+                                for k, (v, s) in MOCO_INPUT.items()},
+    "MODEL.MASK_ON": (False, MOCO + "pascal_voc_R_50_C4_24k.yaml:3"),
+    "MODEL.ROI_HEADS.NUM_CLASSES": (20, MOCO + "pascal_voc_R_50_C4_24k.yaml:6"),
+    "INPUT.MIN_SIZE_TRAIN": ([480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800],
+                             MOCO + "pascal_voc_R_50_C4_24k.yaml:8"),
+    "INPUT.MIN_SIZE_TEST": (800, MOCO + "pascal_voc_R_50_C4_24k.yaml:9"),
+    "SOLVER.STEPS": ([18000, 22000], MOCO + "pascal_voc_R_50_C4_24k.yaml:14"),
+    "SOLVER.MAX_ITER": (24000, MOCO + "pascal_voc_R_50_C4_24k.yaml:15"),
+    "SOLVER.WARMUP_ITERS": (100, MOCO + "pascal_voc_R_50_C4_24k.yaml:16"),
+}
+
+COCO_C4_2X = {**MOCO_C4_BASE, **{k: (v, MOCO + "coco_R_50_C4_2x_moco.yaml" + s[s.index(":"):])
+                                for k, (v, s) in MOCO_INPUT.items()},
+    "MODEL.MASK_ON": (True, MOCO + "coco_R_50_C4_2x.yaml:3"),
+    "INPUT.MIN_SIZE_TRAIN": ([640, 672, 704, 736, 768, 800], MOCO + "coco_R_50_C4_2x.yaml:6"),
+    "INPUT.MIN_SIZE_TEST": (800, MOCO + "coco_R_50_C4_2x.yaml:7"),
+    "SOLVER.STEPS": ([120000, 160000], MOCO + "coco_R_50_C4_2x.yaml:12"),
+    "SOLVER.MAX_ITER": (180000, MOCO + "coco_R_50_C4_2x.yaml:13"),
+    "SOLVER.WARMUP_ITERS": (1000, D2 + "535"),
+    "MODEL.ROI_MASK_HEAD.NAME": ("MaskRCNNConvUpsampleHead", D2 + "339"),
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": (0, D2 + "342"),
+}
+
+COCO_FPN_1X = {
+    # Base-RCNN-FPN.yaml (Detectron2's model-zoo file, unchanged in MMSelfSup)
+    "MODEL.META_ARCHITECTURE": ("GeneralizedRCNN", SELFSUP + "Base-RCNN-FPN.yaml:2"),
+    "MODEL.BACKBONE.NAME": ("build_resnet_fpn_backbone", SELFSUP + "Base-RCNN-FPN.yaml:4"),
+    "MODEL.RESNETS.OUT_FEATURES": (["res2", "res3", "res4", "res5"], SELFSUP + "Base-RCNN-FPN.yaml:6"),
+    "MODEL.FPN.IN_FEATURES": (["res2", "res3", "res4", "res5"], SELFSUP + "Base-RCNN-FPN.yaml:8"),
+    "MODEL.ANCHOR_GENERATOR.SIZES": ([[32], [64], [128], [256], [512]], SELFSUP + "Base-RCNN-FPN.yaml:10"),
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": ([[0.5, 1.0, 2.0]], SELFSUP + "Base-RCNN-FPN.yaml:11"),
+    "MODEL.RPN.IN_FEATURES": (["p2", "p3", "p4", "p5", "p6"], SELFSUP + "Base-RCNN-FPN.yaml:13"),
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": (2000, SELFSUP + "Base-RCNN-FPN.yaml:14"),
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": (1000, SELFSUP + "Base-RCNN-FPN.yaml:15"),
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": (1000, SELFSUP + "Base-RCNN-FPN.yaml:19"),
+    "MODEL.RPN.POST_NMS_TOPK_TEST": (1000, SELFSUP + "Base-RCNN-FPN.yaml:20"),
+    "MODEL.ROI_HEADS.NAME": ("StandardROIHeads", SELFSUP + "Base-RCNN-FPN.yaml:22"),
+    "MODEL.ROI_HEADS.IN_FEATURES": (["p2", "p3", "p4", "p5"], SELFSUP + "Base-RCNN-FPN.yaml:23"),
+    "MODEL.ROI_BOX_HEAD.NAME": ("FastRCNNConvFCHead", SELFSUP + "Base-RCNN-FPN.yaml:25"),
+    "MODEL.ROI_BOX_HEAD.NUM_FC": (2, SELFSUP + "Base-RCNN-FPN.yaml:26"),
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": (7, SELFSUP + "Base-RCNN-FPN.yaml:27"),
+    "MODEL.ROI_MASK_HEAD.NAME": ("MaskRCNNConvUpsampleHead", SELFSUP + "Base-RCNN-FPN.yaml:29"),
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": (4, SELFSUP + "Base-RCNN-FPN.yaml:30"),
+    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": (14, SELFSUP + "Base-RCNN-FPN.yaml:31"),
+    "SOLVER.IMS_PER_BATCH": (16, SELFSUP + "Base-RCNN-FPN.yaml:36"),
+    "SOLVER.BASE_LR": (0.02, SELFSUP + "Base-RCNN-FPN.yaml:37"),
+    "INPUT.MIN_SIZE_TRAIN": ([640, 672, 704, 736, 768, 800], SELFSUP + "Base-RCNN-FPN.yaml:41"),
+    # coco_R_50_FPN_1x.yaml
+    "MODEL.MASK_ON": (True, SELFSUP + "coco_R_50_FPN_1x.yaml:3"),
+    "MODEL.BACKBONE.FREEZE_AT": (0, SELFSUP + "coco_R_50_FPN_1x.yaml:6"),
+    "MODEL.RESNETS.DEPTH": (50, SELFSUP + "coco_R_50_FPN_1x.yaml:8"),
+    "MODEL.RESNETS.NORM": ("SyncBN", SELFSUP + "coco_R_50_FPN_1x.yaml:9"),
+    "MODEL.FPN.NORM": ("SyncBN", SELFSUP + "coco_R_50_FPN_1x.yaml:11"),
+    "TEST.PRECISE_BN.ENABLED": (True, SELFSUP + "coco_R_50_FPN_1x.yaml:14"),
+    "SOLVER.STEPS": ([60000, 80000], SELFSUP + "coco_R_50_FPN_1x.yaml:16"),
+    "SOLVER.MAX_ITER": (90000, SELFSUP + "coco_R_50_FPN_1x.yaml:17"),
+    **{k: (v, SELFSUP + "coco_R_50_FPN_1x_moco.yaml" + s[s.index(":"):]) for k, (v, s) in MOCO_INPUT.items()},
+    # left unset by all three: Detectron2's defaults, i.e. the standard 2fc box head and a mask head without norm
+    "MODEL.ROI_BOX_HEAD.NUM_CONV": (0, D2 + "311"),
+    "MODEL.ROI_BOX_HEAD.FC_DIM": (1024, D2 + "310"),
+    "MODEL.ROI_BOX_HEAD.NORM": ("", D2 + "316"),
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": (256, D2 + "343"),
+    "MODEL.ROI_MASK_HEAD.NORM": ("", D2 + "346"),
+    "MODEL.FPN.OUT_CHANNELS": (256, D2 + "148"),
+    "INPUT.MIN_SIZE_TEST": (800, D2 + "63"),
+    "INPUT.MAX_SIZE_TRAIN": (1333, D2 + "61"),
+    "INPUT.MAX_SIZE_TEST": (1333, D2 + "65"),
+    "SOLVER.WARMUP_ITERS": (1000, D2 + "535"),
+    "SOLVER.WEIGHT_DECAY": (0.0001, D2 + "525"),
+}
+
+PUBLISHED = {"voc-det": VOC_C4_24K, "coco-det-c4-2x": COCO_C4_2X, "coco-det": COCO_FPN_1X}
+
+
+@pytest.fixture(scope="module")
+def r50():
+    torch.manual_seed(0)
+    return Checkpoint.from_model(SlimResNet(50, widths=[1.0, 0.5]))
+
+
+def engine_configs(checkpoint, suite_name, tmp_path, overrides=(), subnets=("w1.0",), launch=None):
+    """``{sub-network: (the resolved Detectron2 config as plain data, the rest of describe's entry)}``."""
+    suite = load_suite(suite_name, overrides)
+    ctx = RunContext(suite.name, checkpoint, [SubnetSpec.parse(s) for s in subnets], suite.params, suite.dataset,
+                     tmp_path / "data", tmp_path / "run", device=torch.device("cpu"), launch=dict(launch or {}))
+    described = get_protocol("detectron2")().describe(ctx)
+    return {name: (entry["detectron2_config"], entry) for name, entry in described.items()}
+
+
+def lookup(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def plain(value):
+    return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def mismatches(cfg, published):
+    return [f"{key}: SlimBench {plain(lookup(cfg, key))!r}, published {value!r} ({source})"
+            for key, (value, source) in published.items() if plain(lookup(cfg, key)) != value]
+
+
+@pytest.mark.parametrize("suite", sorted(PUBLISHED))
+def test_suite_hands_detectron2_the_published_config(suite, r50, tmp_path):
+    """On the published 8 processes (MoCo README ``--num-gpus 8``) every listed key is upstream's."""
+    (cfg, entry), = engine_configs(r50, suite, tmp_path, launch={"num_gpus": 8}).values()
+    assert entry["world_size"] == 8
+    assert not mismatches(cfg, PUBLISHED[suite]), "\n".join(mismatches(cfg, PUBLISHED[suite]))
+
+
+@pytest.mark.parametrize("suite", sorted(PUBLISHED))
+def test_one_process_keeps_the_protocol_and_says_how_norms_run(suite, r50, tmp_path):
+    """One process: SyncBN needs a process group, so it is BN; naiveSyncBN is BN there by itself."""
+    (cfg, _), = engine_configs(r50, suite, tmp_path).values()
+    single = dict(PUBLISHED[suite])
+    for key, (value, source) in PUBLISHED[suite].items():
+        if value == "SyncBN":
+            single[key] = ("BN", source + " (SyncBN on one process)")
+    assert not mismatches(cfg, single), "\n".join(mismatches(cfg, single))
+
+
+def test_width_scales_the_backbone_and_keeps_the_heads(r50, tmp_path):
+    """DESIGN.md: a width-w R50 is STEM_OUT_CHANNELS = 64w, RES2_OUT_CHANNELS = 256w, WIDTH_PER_GROUP = 64w."""
+    configs = engine_configs(r50, "coco-det", tmp_path, subnets=("w1.0", "w0.5"))
+    for width, (cfg, _) in zip((1.0, 0.5), configs.values()):
+        r = cfg["MODEL"]["RESNETS"]
+        assert (r["STEM_OUT_CHANNELS"], r["RES2_OUT_CHANNELS"], r["WIDTH_PER_GROUP"]) == (64 * width, 256 * width,
+                                                                                        64 * width)
+        assert not mismatches(cfg, {k: v for k, v in COCO_FPN_1X.items() if "NORM" not in k})
+
+
+def test_voc_reports_the_mean_of_five_trials_by_default():
+    """MoCo detection/README.md:61: "These results are means of 5 trials" (seeds 0-4, one run each)."""
+    assert load_suite("voc-det").seeds == [0, 1, 2, 3, 4]
+
+
+def test_the_schedule_is_the_base_configs(r50, tmp_path):
+    """coco-det on the 2x base config trains 2x; a suite schedule that contradicts its base is refused."""
+    (cfg, entry), = engine_configs(r50, "coco-det", tmp_path, ["params.base_config=mask_rcnn_R_50_FPN_2x"]).values()
+    assert (cfg["SOLVER"]["MAX_ITER"], plain(cfg["SOLVER"]["STEPS"])) == (180000, [120000, 160000])
+    assert entry["schedule_departures"] == {}
+    with pytest.raises(ConfigError, match=r"params.iterations.*without params.steps.*mask_rcnn_R_50_C4_2x"):
+        engine_configs(r50, "coco-det-c4-2x", tmp_path, ["params.iterations=90000"])
+    with pytest.raises(ConfigError, match=r"SOLVER.STEPS \[60000, 80000\].*SOLVER.MAX_ITER 50000"):
+        engine_configs(r50, "coco-det", tmp_path, ["params.overrides={SOLVER.MAX_ITER: 50000}"])
+    (cfg, entry), = engine_configs(r50, "coco-det", tmp_path,
+                                   ["params.iterations=45000", "params.steps=[30000,40000]"]).values()
+    assert cfg["SOLVER"]["MAX_ITER"] == 45000
+    assert entry["schedule_departures"] == {"SOLVER.MAX_ITER": {"base_config": 90000, "suite": 45000},
+                                            "SOLVER.STEPS": {"base_config": [60000, 80000], "suite": [30000, 40000]}}
+
+
+def test_demo_det_trains_as_before(r50, tmp_path):
+    """The demo's box-only detector keeps its effective training: 300 iterations of batch 2, lr 0.02, step at 240."""
+    (cfg, entry), = engine_configs(r50, "demo-det", tmp_path).values()
+    s = cfg["SOLVER"]
+    assert (s["MAX_ITER"], plain(s["STEPS"]), s["IMS_PER_BATCH"], s["BASE_LR"], s["WARMUP_ITERS"]) == \
+        (300, [240], 2, 0.02, 30)
+    assert cfg["MODEL"]["MASK_ON"] is False and cfg["DATALOADER"]["NUM_WORKERS"] == 0
+    assert entry["schedule_departures"] == {}
+
+
+def test_every_suite_names_whose_protocol_it_is():
+    for name, owner in (("voc-det", "MoCo"), ("coco-det-c4-2x", "MoCo"), ("coco-det", "MMSelfSup")):
+        assert owner in load_suite(name).description, name
+
+
+def test_describe_reads_no_dataset(r50, tmp_path):
+    """A dry run needs no data: the COCO folder does not exist, and nothing is written."""
+    configs = engine_configs(r50, "coco-det-c4-2x", tmp_path)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+    cfg, entry = configs["w1.0"]
+    assert cfg["MODEL"]["WEIGHTS"].endswith("backbone.pkl") and cfg["DATASETS"]["TRAIN"]
+    assert Path(cfg["OUTPUT_DIR"]).name == "seed0"
