@@ -11,6 +11,11 @@ Layout (a ``torch.save`` dict, readable with ``weights_only=True``)::
     state_dict      the SlimResNet encoder's state dict
     extra           optional plain data (heads, training state are kept in run folders instead)
     code_version    SlimBench version that wrote it
+    probe           (version 2 only) a switchable linear probe stored with the encoder:
+                    {subnets: [names], num_classes, feature_norm, state_dict: {heads.{i}.weight/bias}, source}
+
+A file without a probe is written as version 1, so SlimBench versions that predate probes still read
+it; one with a probe is version 2. Both versions are read.
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ from .version import __version__
 
 FORMAT = "slimbench.checkpoint"
 FORMAT_VERSION = 1
+PROBE_FORMAT_VERSION = 2   # version 1 plus the optional top-level ``probe``
+READABLE_VERSIONS = (FORMAT_VERSION, PROBE_FORMAT_VERSION)
 
 
 class CheckpointError(SlimBenchError):
@@ -49,6 +56,7 @@ class Checkpoint:
     extra: Dict[str, Any] = field(default_factory=dict)
     code_version: str = __version__
     path: Optional[Path] = None
+    probe: Optional[Dict[str, Any]] = None   # a stored switchable linear probe (see the module docstring)
 
     @property
     def widths(self) -> List[float]:
@@ -56,11 +64,15 @@ class Checkpoint:
 
     @classmethod
     def from_model(cls, model: SlimResNet, method: str = "random", config: Optional[dict] = None,
-                   desired: Optional[list] = None, extra: Optional[dict] = None) -> "Checkpoint":
-        """Snapshot a SlimResNet (weights copied to CPU)."""
+                   desired: Optional[list] = None, extra: Optional[dict] = None,
+                   probe: Optional[dict] = None) -> "Checkpoint":
+        """Snapshot a SlimResNet (weights copied to CPU), optionally with a stored probe."""
         sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        return cls(model.arch_config(), sd, method, dict(config or {}), [str(d) for d in desired or []],
-                   dict(extra or {}))
+        ckpt = cls(model.arch_config(), sd, method, dict(config or {}), [str(d) for d in desired or []],
+                   dict(extra or {}), probe=probe)
+        if probe is not None:
+            check_probe(probe, "checkpoint")
+        return ckpt
 
     def build_model(self) -> SlimResNet:
         """Rebuild the SlimResNet and load the weights strictly."""
@@ -83,9 +95,31 @@ class Checkpoint:
         return model
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": self.arch, "method": self.method,
-                "config": self.config, "desired": self.desired, "state_dict": self.state_dict,
-                "extra": self.extra, "code_version": self.code_version}
+        out = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": self.arch, "method": self.method,
+               "config": self.config, "desired": self.desired, "state_dict": self.state_dict,
+               "extra": self.extra, "code_version": self.code_version}
+        if self.probe is not None:
+            out.update(format_version=PROBE_FORMAT_VERSION, probe=self.probe)
+        return out
+
+
+def check_probe(probe: Any, where: str) -> None:
+    """Raise CheckpointError unless ``probe`` is a well-formed stored probe: one linear layer per named sub-network."""
+    if not isinstance(probe, dict):
+        raise CheckpointError(f"{where}: 'probe' must be a dict, found {type(probe).__name__}")
+    missing = [k for k in ("subnets", "num_classes", "state_dict") if k not in probe]
+    if missing:
+        raise CheckpointError(f"{where}: probe is missing {missing}")
+    subnets, sd, n = probe["subnets"], probe["state_dict"], probe["num_classes"]
+    if not isinstance(subnets, list) or not subnets or not all(isinstance(s, str) for s in subnets):
+        raise CheckpointError(f"{where}: probe 'subnets' must be a non-empty list of sub-network names")
+    for i, name in enumerate(subnets):
+        w, b = sd.get(f"heads.{i}.weight"), sd.get(f"heads.{i}.bias")
+        if not isinstance(w, torch.Tensor) or w.dim() != 2 or w.shape[0] != n:
+            raise CheckpointError(f"{where}: probe head {i} ({name}) needs heads.{i}.weight of shape "
+                                  f"[{n}, features], found {None if w is None else list(getattr(w, 'shape', []))}")
+        if not isinstance(b, torch.Tensor) or tuple(b.shape) != (n,):
+            raise CheckpointError(f"{where}: probe head {i} ({name}) needs heads.{i}.bias of shape [{n}]")
 
 
 def _create_temporary(path: Path) -> "tuple[int, str]":
@@ -186,16 +220,20 @@ def load_checkpoint(path: "str | os.PathLike") -> Checkpoint:
         hint = " (use `bench import` for torchvision or SlimCLR files)" if isinstance(obj, dict) else ""
         raise CheckpointError(f"checkpoint {path}: not a SlimBench checkpoint: found {found}{hint}")
     version = obj.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"checkpoint {path}: format version {version!r}, this SlimBench reads version {FORMAT_VERSION}"
+            f"checkpoint {path}: format version {version!r}, this SlimBench reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     missing = [k for k in ("arch", "state_dict", "method") if k not in obj]
     if missing:
         raise CheckpointError(f"checkpoint {path}: incomplete, missing {missing}")
     ckpt = Checkpoint(arch=obj["arch"], state_dict=obj["state_dict"], method=obj["method"],
                       config=obj.get("config") or {}, desired=list(obj.get("desired") or []),
-                      extra=obj.get("extra") or {}, code_version=obj.get("code_version", "?"), path=path)
+                      extra=obj.get("extra") or {}, code_version=obj.get("code_version", "?"), path=path,
+                      probe=obj.get("probe") if version >= PROBE_FORMAT_VERSION else None)
+    if ckpt.probe is not None:
+        check_probe(ckpt.probe, f"checkpoint {path}")
     return ckpt
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# the layouts of pretrain.importers (listed here so `bench --help` does not import torch)
+LAYOUTS = ("moco", "mocov3", "solo-learn", "mmselfsup", "vissl", "lightly", "timm", "torchvision", "slimclr",
+           "slimclr-linear")
+
 
 def register(sub, list_sub) -> None:
     """Add the checkpoint commands to the `bench` parser."""
@@ -15,13 +19,16 @@ def register(sub, list_sub) -> None:
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("import", help="convert a foreign checkpoint (upstream SlimCLR, torchvision)")
-    p.add_argument("--from", dest="source_format", required=True, choices=["slimclr", "torchvision"])
-    p.add_argument("src", type=Path)
+    p = sub.add_parser("import", help="convert a foreign checkpoint (MoCo, solo-learn, MMSelfSup, VISSL, lightly, "
+                                      "timm, torchvision, SlimCLR); --from auto reads its keys")
+    p.add_argument("--from", dest="source_format", required=True, metavar="LAYOUT",
+                   help="auto, or one of: " + ", ".join(LAYOUTS))
+    p.add_argument("src", type=Path, help=".pth / .pth.tar / .ckpt (zip or legacy torch format) or .safetensors")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--width", type=float, default=1.0,
-                   help="torchvision: the width of a plain narrow network (e.g. 0.5 for a ResNet-50 x0.5)")
-    p.add_argument("--blocks", help="torchvision: blocks per stage of a shallower network, e.g. 2.2.2.2")
+    p.add_argument("--width", type=float, default=None,
+                   help="torchvision/timm: the width of a plain narrow network (default: read from its channels)")
+    p.add_argument("--blocks", help="torchvision/timm: blocks per stage of a shallower network, e.g. 2.2.2.2 "
+                                    "(default: read from its keys)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("export", help="extract one sub-network for torchvision, Detectron2 or MMSeg")
@@ -59,20 +66,36 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from pretrain.checkpoint import save_checkpoint
-    from pretrain.errors import SlimBenchError
-    from pretrain.importers import IMPORTERS
+    from pretrain.importers import ImportOptions, import_file
 
-    if args.source_format == "torchvision":
-        blocks = [int(b) for b in args.blocks.split(".")] if args.blocks else None
-        ckpt = IMPORTERS["torchvision"](args.src, width=args.width, blocks=blocks)
-    elif args.width != 1.0 or args.blocks:
-        raise SlimBenchError(f"--width and --blocks are for --from torchvision; a {args.source_format} "
-                             f"release lists its own widths")
-    else:
-        ckpt = IMPORTERS[args.source_format](args.src)
+    blocks = tuple(int(b) for b in args.blocks.split(".")) if args.blocks else None
+    ckpt, importer, claim = import_file(args.src, args.source_format, ImportOptions(args.width, blocks))
+    if claim is not None:
+        print(f"layout: {importer.name} ({claim.reason})")
+    print(f"read as {importer.name}: layout defined by {importer.defined_by}")
+    print(describe_dropped(ckpt.extra))
     save_checkpoint(ckpt, args.out)
-    print(f"wrote {args.out}: {ckpt.arch['arch']} widths {ckpt.widths} ({ckpt.method})")
+    probe = f", with its stored probe for {', '.join(ckpt.probe['subnets'])}" if ckpt.probe else ""
+    print(f"wrote {args.out}: {ckpt.arch['arch']} widths {ckpt.widths} ({ckpt.method}){probe}")
     return 0
+
+
+def describe_dropped(extra: dict) -> str:
+    """One line: what an import left out (grouped key prefixes, top-level entries, objects not unpickled)."""
+    keys = extra.get("dropped_keys", []) + extra.get("dropped_outside_encoder", [])
+    groups: dict = {}
+    for k in keys:
+        parts = k.split(".")
+        head = ".".join(parts[:2]) + ".*" if len(parts) > 2 else k
+        groups[head] = groups.get(head, 0) + 1
+    shown = ", ".join(f"{g} ({n})" if n > 1 else g for g, n in list(groups.items())[:8])
+    more = f", ... {len(groups) - 8} more groups" if len(groups) > 8 else ""
+    parts = [f"dropped {len(keys)} keys" + (f": {shown}{more}" if keys else "")]
+    if extra.get("dropped_entries"):
+        parts.append(f"entries {', '.join(extra['dropped_entries'])}")
+    if extra.get("not_unpickled"):
+        parts.append(f"read as inert placeholders (never unpickled): {', '.join(extra['not_unpickled'])}")
+    return "; ".join(parts)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
