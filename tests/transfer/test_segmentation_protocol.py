@@ -16,14 +16,15 @@ SUITES = Path(__file__).resolve().parents[2] / "configs" / "suites"
 MMSEG = get_protocol("mmseg")
 
 
-@pytest.mark.parametrize("suite", ["ade20k-seg", "voc-seg", "cityscapes-seg", "demo-seg"])
+@pytest.mark.parametrize("suite", ["ade20k-seg", "voc-seg", "cityscapes-seg", "cityscapes-seg-512x1024", "demo-seg"])
 def test_suites_validate(suite):
     data = load_yaml(SUITES / f"{suite}.yaml")
     assert data["protocol"] == "mmseg"
     params = from_dict(MMSEG.Params, data["params"], suite)
     dataset = from_dict(MMSEG.Dataset, data["dataset"], suite)
     expected = {"ade20k-seg": ("upernet", 160000, "ade20k", 150), "voc-seg": ("fcn", 20000, "voc-aug", 21),
-                "cityscapes-seg": ("fcn", 40000, "cityscapes", 19)}.get(suite)
+                "cityscapes-seg": ("fcn", 40000, "cityscapes", 19),
+                "cityscapes-seg-512x1024": ("fcn", 40000, "cityscapes", 19)}.get(suite)
     if expected:
         from transfer.segmentation.compat import import_mmseg
 
@@ -60,7 +61,9 @@ def test_width_quarter_fcn_trains_one_iteration_and_evaluates(tmp_path):
                                         "classes": ["background"] + [f"c{i}" for i in range(10)]}, "test")
     dataset.check(tmp_path)
     params = from_dict(MMSEG.Params, {
-        "iterations": 1, "batch_size": 2, "crop_size": [48, 48], "resize_scale": [96, 96], "ratio_range": [1.0, 1.0],
+        # a global batch of 2 in steps of 1: MMEngine accumulates 2 steps for the one update
+        "iterations": 1, "batch_size": 2, "max_batch_per_step": 1,
+        "crop_size": [48, 48], "resize_scale": [96, 96], "ratio_range": [1.0, 1.0],
         "num_workers": 0, "log_interval": 1,
         "model_overrides": {"backbone.strides": [1, 2, 2, 2], "backbone.dilations": [1, 1, 1, 1],
                             "decode_head.channels": 16, "auxiliary_head.channels": 8}}, "test")
@@ -72,7 +75,8 @@ def test_width_quarter_fcn_trains_one_iteration_and_evaluates(tmp_path):
     assert [(r.subnet, r.metric) for r in rows] == [("w0.25", "mIoU"), ("w0.25", "mAcc"), ("w0.25", "aAcc")]
     assert all(0.0 <= r.value <= 100.0 for r in rows)
     folder = tmp_path / "run" / "w0.25" / "seed0"   # ctx.work_dir: one folder per sub-network and seed
-    assert (folder / "backbone.pth").is_file() and (folder / "work_dir" / "iter_1.pth").is_file()
+    assert (folder / "backbone.pth").is_file() and (folder / "work_dir" / "iter_2.pth").is_file()
+    assert ctx.info["accumulative_counts"] == 2 and ctx.info["global_batch_size"] == 2
     written = (folder / "config.py").read_text()
     assert "SlimBenchResNet" in written and "transfer.segmentation.backbone" in written
     # without its results.json the rerun resumes from the Runner checkpoint it wrote (full unpickling
@@ -90,13 +94,33 @@ def test_launcher_auto_follows_torchrun():
     assert resolve_launcher("slurm", {"WORLD_SIZE": "4"}) == "slurm"
 
 
-def test_every_seg_suite_states_that_its_batch_size_is_per_process():
+def test_every_seg_suite_states_that_its_batch_size_is_global():
     suites = Path(__file__).resolve().parents[2] / "configs" / "suites"
     seg = [p for p in sorted(suites.glob("*.yaml")) if load_yaml(p).get("protocol") == "mmseg"]
-    assert len(seg) >= 4
+    assert len(seg) >= 5
     for path in seg:
         (line,) = [ln for ln in path.read_text().splitlines() if ln.strip().startswith("batch_size:")]
-        assert "per process" in line, f"{path.name}: {line}"
+        assert "global" in line, f"{path.name}: {line}"
+
+
+@pytest.mark.parametrize("global_batch,processes,max_per_step,expected", [
+    (16, 4, 4, (4, 1)), (16, 1, 4, (4, 4)), (16, 2, 4, (4, 2)), (8, 1, None, (8, 1)), (8, 1, 3, (2, 4)),
+    (16, 16, 4, (1, 1))])
+def test_split_batch_takes_each_process_share_in_the_fewest_steps(global_batch, processes, max_per_step, expected):
+    from transfer.segmentation.schedule import split_batch
+
+    split = split_batch(global_batch, processes, max_per_step)
+    assert (split.per_step, split.accumulative_counts) == expected
+    assert split.per_step * split.accumulative_counts * processes == global_batch
+
+
+def test_split_batch_refuses_a_global_batch_the_processes_cannot_share():
+    from transfer.segmentation.schedule import split_batch
+
+    with pytest.raises(ConfigError, match=r"batch_size 16 \(global\) cannot be split evenly over 3 processes"):
+        split_batch(16, 3, 4)
+    with pytest.raises(ConfigError, match="over 32 processes"):
+        split_batch(16, 32)
 
 
 def test_global_batch_counts_the_processes_of_each_launcher():

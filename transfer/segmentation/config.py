@@ -22,7 +22,7 @@ from pretrain.slim_ops import channels
 from pretrain.spec import SubnetSpec
 
 from .export import PREFIX
-from .schedule import Schedule
+from .schedule import BatchSplit, Schedule, split_batch
 
 BASE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "mmseg"
 # importing this module applies the compat layer and registers SlimBenchResNet (backbone.py)
@@ -106,21 +106,31 @@ def model_config(base: Config, depth: int, stem: str, spec: SubnetSpec, num_clas
     return cfg
 
 
-def _scheduler(s: Schedule) -> List[dict]:
+def _scheduler(s: Schedule, steps_per_update: int) -> List[dict]:
+    # MMEngine's ParamSchedulerHook steps every iteration, accumulating or not: count in iterations
+    end = s.iterations * steps_per_update
     if s.schedule == "poly":
-        return [dict(type="PolyLR", eta_min=s.min_lr, power=s.power, begin=0, end=s.iterations, by_epoch=False)]
+        return [dict(type="PolyLR", eta_min=s.min_lr, power=s.power, begin=0, end=end, by_epoch=False)]
     if s.schedule == "step":
-        return [dict(type="MultiStepLR", milestones=list(s.steps), gamma=0.1, begin=0, end=s.iterations,
-                     by_epoch=False)]
+        return [dict(type="MultiStepLR", milestones=[m * steps_per_update for m in s.steps], gamma=0.1, begin=0,
+                     end=end, by_epoch=False)]
     raise ConfigError(f"schedule: unknown schedule {s.schedule!r}; expected poly or step")
 
 
 def runner_config(model_cfg: Config, train_dataset: dict, val_dataset: dict, schedule: Schedule,
                   work_dir: Path, launcher: str = "none", experiment_name: Optional[str] = None,
-                  cuda: bool = False, seed: int = 0) -> Config:
-    """A complete MMEngine Runner config: model, data, optimiser, schedule, hooks, evaluator."""
+                  cuda: bool = False, seed: int = 0, batch: Optional[BatchSplit] = None) -> Config:
+    """A complete MMEngine Runner config: model, data, optimiser, schedule, hooks, evaluator.
+
+    ``batch`` splits the schedule's global batch over the processes (default: one process); with
+    gradient accumulation every iteration count is multiplied by the steps per update, so the
+    updates, their lr and the checkpoints per update stay the schedule's.
+    """
     cfg = copy.deepcopy(model_cfg)
     s = schedule
+    batch = batch or split_batch(s.batch_size, 1, s.max_batch_per_step)
+    n = batch.accumulative_counts
+    max_iters = s.iterations * n
     loader = dict(num_workers=s.num_workers, persistent_workers=s.num_workers > 0)
     cfg.merge_from_dict(dict(
         default_scope="mmseg",
@@ -128,23 +138,23 @@ def runner_config(model_cfg: Config, train_dataset: dict, val_dataset: dict, sch
         experiment_name=experiment_name,
         launcher=launcher,
         randomness=dict(seed=seed),
-        train_dataloader=dict(batch_size=s.batch_size, sampler=dict(type="InfiniteSampler", shuffle=True),
+        train_dataloader=dict(batch_size=batch.per_step, sampler=dict(type="InfiniteSampler", shuffle=True),
                               dataset=train_dataset, **loader),
         val_dataloader=dict(batch_size=1, sampler=dict(type="DefaultSampler", shuffle=False),
                             dataset=val_dataset, **loader),
         val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
-        optim_wrapper=dict(type="OptimWrapper", clip_grad=None,
+        optim_wrapper=dict(type="OptimWrapper", clip_grad=None, accumulative_counts=n,
                            optimizer=dict(type="SGD", lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)),
-        param_scheduler=_scheduler(s),
+        param_scheduler=_scheduler(s, n),
         # val_begin past the end: the loop never validates; the protocol evaluates once, after training
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=s.iterations, val_begin=s.iterations + 1,
-                       val_interval=s.iterations),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=max_iters, val_begin=max_iters + 1,
+                       val_interval=max_iters),
         val_cfg=dict(type="ValLoop"),
         default_hooks=dict(
             timer=dict(type="IterTimerHook"),
-            logger=dict(type="LoggerHook", interval=s.log_interval, log_metric_by_epoch=False),
+            logger=dict(type="LoggerHook", interval=s.log_interval * n, log_metric_by_epoch=False),
             param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=s.checkpoint_interval,
+            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=s.checkpoint_interval * n,
                             max_keep_ckpts=1, save_last=True),
             sampler_seed=dict(type="DistSamplerSeedHook")),
         env_cfg=dict(cudnn_benchmark=cuda, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),

@@ -29,7 +29,7 @@ from pretrain.slim import extract
 from transfer.protocols.base import Protocol, Result, RunContext, register_protocol
 from transfer.scenes import SceneSettings, ensure_scenes
 
-from .schedule import Schedule
+from .schedule import BatchSplit, Schedule, split_batch
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,11 @@ class Dataset:
 
 @dataclass
 class Params(Schedule):
-    """The suite's ``params:`` block: the training ``Schedule`` plus model, pipeline and evaluation keys."""
+    """The suite's ``params:`` block: the training ``Schedule`` plus model, pipeline and evaluation keys.
+
+    ``batch_size`` is the global batch; each process takes its share (``split_batch``), in steps of
+    at most ``max_batch_per_step`` images with MMEngine's gradient accumulation.
+    """
 
     model: Literal["fcn", "upernet"] = "fcn"
     base_config: Optional[str] = None       # a path to one's own base config instead of `model`'s
@@ -192,6 +196,8 @@ class Params(Schedule):
                 raise ValueError(f"{name} must have two entries, got {getattr(self, name)}")
         if min(self.iterations, self.batch_size, self.checkpoint_interval, self.log_interval) < 1:
             raise ValueError("iterations, batch_size, checkpoint_interval and log_interval must be positive")
+        if self.max_batch_per_step is not None and self.max_batch_per_step < 1:
+            raise ValueError(f"max_batch_per_step must be positive, got {self.max_batch_per_step}")
         if self.test_mode == "slide" and (self.slide_stride is None or len(self.slide_stride) != 2):
             raise ValueError("test_mode 'slide' needs slide_stride: [h, w]")
         if self.schedule == "step" and not self.steps:
@@ -230,6 +236,47 @@ def pipelines(p: Params) -> Tuple[list, list]:
     return train, test
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What the configs of one run's sub-networks share: base config, launcher, batch split, datasets, classes."""
+
+    base: Any                 # the MMEngine Config of configs/mmseg/<model>.yaml
+    launcher: str
+    batch: BatchSplit
+    train_dataset: dict
+    val_dataset: dict
+    num_classes: int
+
+
+def run_plan(ctx: RunContext) -> RunPlan:
+    """The run's shared settings; ConfigError when the global batch cannot be split over its processes."""
+    from .config import base_config
+
+    p, d = ctx.params, ctx.dataset
+    launcher = resolve_launcher(ctx.launch.get("launcher", p.launcher))
+    batch = split_batch(p.batch_size, launcher_processes(launcher), p.max_batch_per_step)
+    train_pipe, test_pipe = pipelines(p)
+    train_ds, val_ds = d.mmseg_datasets(ctx.data_root, train_pipe, test_pipe)
+    return RunPlan(base_config(p.base_config or p.model), launcher, batch, train_ds, val_ds, len(d.classes_tuple()))
+
+
+def subnet_config(ctx: RunContext, spec, plan: RunPlan):
+    """The complete MMEngine config one sub-network trains with, reading ``backbone.pth`` in its work folder."""
+    from .config import model_config, runner_config
+
+    p, folder = ctx.params, ctx.work_dir(spec)
+    arch = ctx.checkpoint.arch
+    model_cfg = model_config(plan.base, int(arch["depth"]), arch.get("stem", "imagenet"), spec, plan.num_classes,
+                             folder / "backbone.pth", distributed=plan.launcher != "none",
+                             overrides=p.model_overrides)
+    model_cfg.model.data_preprocessor.size = tuple(p.crop_size)
+    if p.test_mode == "slide":
+        model_cfg.model.test_cfg = dict(mode="slide", crop_size=tuple(p.crop_size), stride=tuple(p.slide_stride))
+    return runner_config(model_cfg, plan.train_dataset, plan.val_dataset, p, folder / "work_dir", plan.launcher,
+                         experiment_name=f"{ctx.suite_name}-{spec}-{time.time_ns()}",
+                         cuda=ctx.device.type == "cuda", seed=ctx.seed, batch=plan.batch)
+
+
 @register_protocol
 class MMSegProtocol(Protocol):
     """Train and evaluate a segmentation head on every sub-network with MMSeg."""
@@ -249,24 +296,16 @@ class MMSegProtocol(Protocol):
 
         from . import backbone  # noqa: F401  (registers SlimBenchResNet in MMSeg's MODELS)
         from .compat import trusted_run_checkpoints
-        from .config import base_config, model_config, runner_config
         from .export import export_mmseg
 
-        p, d = ctx.params, ctx.dataset
-        d.prepare(ctx.data_root)
-        base = base_config(p.base_config or p.model)
-        arch = ctx.checkpoint.arch
-        depth, stem = int(arch["depth"]), arch.get("stem", "imagenet")
-        launcher = resolve_launcher(ctx.launch.get("launcher", p.launcher))
-        processes = launcher_processes(launcher)
-        # MMSeg's batch_size is per process (its convention): the optimisation sees the product
-        log.info("mmseg %s: batch_size %d per process x %d process(es) (launcher %s) = global batch %d",
-                 ctx.suite_name, p.batch_size, processes, launcher, p.batch_size * processes)
-        ctx.info.update({"processes": processes, "global_batch_size": p.batch_size * processes})
-        cuda = ctx.device.type == "cuda"
-        train_pipe, test_pipe = pipelines(p)
-        train_ds, val_ds = d.mmseg_datasets(ctx.data_root, train_pipe, test_pipe)
-        num_classes = len(d.classes_tuple())
+        plan = run_plan(ctx)
+        ctx.dataset.prepare(ctx.data_root)
+        b = plan.batch
+        log.info("mmseg %s: global batch %d = %d process(es) (launcher %s) x %d images x %d accumulated step(s)",
+                 ctx.suite_name, b.global_batch, b.processes, plan.launcher, b.per_step, b.accumulative_counts)
+        ctx.info.update({"processes": b.processes, "global_batch_size": b.global_batch,
+                         "batch_per_process": b.per_process, "batch_per_step": b.per_step,
+                         "accumulative_counts": b.accumulative_counts})
         for i, spec in enumerate(ctx.subnets):
             folder = ctx.work_dir(spec)
             log.info("mmseg %s: sub-network %s (%d of %d) seed %d in %s", ctx.suite_name, spec, i + 1,
@@ -277,20 +316,11 @@ class MMSegProtocol(Protocol):
                 metrics = json.loads(results_path.read_text())
                 yield from (Result(str(spec), metric, float(metrics[metric])) for metric in METRICS)
                 continue
-            weights = export_mmseg(extract(ctx.checkpoint, spec), folder / "backbone.pth")
-            model_cfg = model_config(base, depth, stem, spec, num_classes, weights,
-                                     distributed=launcher != "none", overrides=p.model_overrides)
-            model_cfg.model.data_preprocessor.size = tuple(p.crop_size)
-            if p.test_mode == "slide":
-                model_cfg.model.test_cfg = dict(mode="slide", crop_size=tuple(p.crop_size),
-                                                stride=tuple(p.slide_stride))
-            work_dir = folder / "work_dir"
-            cfg = runner_config(model_cfg, train_ds, val_ds, p, work_dir, launcher,
-                                experiment_name=f"{ctx.suite_name}-{spec}-{time.time_ns()}", cuda=cuda,
-                                seed=ctx.seed)
+            cfg = subnet_config(ctx, spec, plan)
+            export_mmseg(extract(ctx.checkpoint, spec), folder / "backbone.pth")
             atomic_write_bytes(folder / "config.py", cfg.pretty_text.encode())
             runner = Runner.from_cfg(cfg)
-            with trusted_run_checkpoints(work_dir):
+            with trusted_run_checkpoints(Path(cfg.work_dir)):
                 runner.train()   # resumes from work_dir's last checkpoint when there is one
             evaluated = runner.val_loop.run()
             metrics = {metric: float(evaluated[metric]) for metric in METRICS}
@@ -298,3 +328,24 @@ class MMSegProtocol(Protocol):
                 atomic_write_bytes(results_path, json.dumps(metrics, indent=1).encode())
             for metric in METRICS:
                 yield Result(str(spec), metric, metrics[metric])
+
+    def describe(self, ctx: RunContext) -> Dict[str, Any]:
+        """Per sub-network, the MMEngine config a run would train and its batch split; no data read, nothing written."""
+        from .compat import import_mmseg
+
+        import_mmseg()
+        from . import backbone  # noqa: F401  (registers SlimBenchResNet, as in run)
+
+        plan = run_plan(ctx)
+        return {str(spec): {"mmengine_config": plain_data(subnet_config(ctx, spec, plan).to_dict()),
+                            "batch": plan.batch.as_dict()}
+                for spec in ctx.subnets}
+
+
+def plain_data(value: Any) -> Any:
+    """``value`` with tuples as lists and ConfigDicts as dicts, so ``yaml.safe_dump`` writes it."""
+    if isinstance(value, dict):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    return value
