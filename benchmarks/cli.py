@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "benchmarks.commands.pretrain",
     "benchmarks.commands.run",
     "benchmarks.commands.leaderboard",
+    "benchmarks.commands.sweep",
 ]
 
 

@@ -1,0 +1,302 @@
+"""`bench sweep PLAN.yaml`: every (checkpoint, suite, sub-network, seed) cell of a plan as one job.
+
+```yaml
+checkpoints: [runs/pretrain/demo-slimclr-mocov2/checkpoint.pt, random.pt]
+suites: [complexity, fmnist-knn]
+subnets: [w1.0, w0.5]        # or all | widths | desired, expanded per checkpoint
+seeds: [0, 1]
+overrides:                   # per suite, key=value as on `bench run`
+  fmnist-knn: [dataset.train_limit=1000]
+data_root: null              # bench run --data-root
+launcher:                    # SLURM settings; command-line flags override them
+  partition: gpu
+  account: null
+  time_min: 240
+  gpus_per_job: 1            # default: the suite's params.num_gpus where it has one, else 1
+  cpus_per_job: 10
+  mem_gb: 64
+  max_parallel: 64           # cells of one submission running at once (a SLURM job array's %N)
+```
+
+A cell's folder, ``<out>/cells/<checkpoint>@<digest8>/<suite>[+<overrides6>]/<subnet>/seed<S>``,
+is its `bench run --out` (run folders, engine work folders, feature cache) and holds its own store,
+``results.db`` in the per-job mode (``ResultsStore(mode="job")``: no store is shared across hosts),
+and ``job.json``, the submitted job. A cell is
+
+- ``finished``: its store has a finished run of this checkpoint digest and run digest;
+- ``running``: its job is alive (pending or running; SLURM's state, or the local controller's pid);
+- ``failed``: its job ended without finishing the run (a failed run, a killed job, an error before
+  the run began), shown with the last line of its log;
+- ``not started``: never submitted.
+
+A rerun submits only the failed and not-started cells. A killed job's run stays ``running`` in its
+store (a SIGKILL leaves no chance to write more); the rerun first records it ``failed`` (its job is
+known to have ended) and `bench run` starts a new run in the same cell folder, where Detectron2 and
+MMEngine resume from their last checkpoint (`bench run`'s own resume). `bench leaderboard --runs OUT`
+merges every cell's store.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import submitit
+
+from pretrain.config import from_dict, load_yaml
+from pretrain.errors import ConfigError, SlimBenchError
+
+from .launch import DEFAULT_TIME_MIN, JobRecord, Resources, job_state, last_line, last_log_line, make_executor
+from .merged import STORE_FILE
+from .store import ResultsStore
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+STATES = ("finished", "running", "failed", "not started")
+
+
+@dataclass
+class LauncherPlan:
+    """The plan's ``launcher:`` block."""
+
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    time_min: Optional[int] = None
+    gpus_per_job: Optional[int] = None
+    cpus_per_job: Optional[int] = None
+    mem_gb: Optional[int] = None
+    constraint: Optional[str] = None
+    max_parallel: Optional[int] = None
+
+
+@dataclass
+class Plan:
+    """A sweep plan: the lists whose product is the cells, per-suite overrides, launcher settings."""
+
+    checkpoints: List[str]
+    suites: List[str]
+    subnets: Union[str, List[str]] = "all"
+    seeds: List[int] = field(default_factory=lambda: [0])
+    overrides: Dict[str, List[str]] = field(default_factory=dict)
+    data_root: Optional[str] = None
+    launcher: LauncherPlan = field(default_factory=LauncherPlan)
+
+    def validate(self) -> None:
+        for key in ("checkpoints", "suites", "seeds"):
+            if not getattr(self, key):
+                raise ValueError(f"{key}: expected a non-empty list")
+        if isinstance(self.subnets, list) and not self.subnets:
+            raise ValueError("subnets: expected all, widths, desired or a non-empty list such as [w1.0, w0.5]")
+        unknown = [s for s in self.overrides if s not in self.suites]
+        if unknown:
+            raise ValueError(f"overrides.{unknown[0]}: not one of the plan's suites ({', '.join(self.suites)})")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One job: a checkpoint, a suite (with the plan's overrides), one sub-network, one seed."""
+
+    checkpoint: Path
+    checkpoint_digest: str
+    suite: str
+    overrides: Tuple[str, ...]
+    subnet: str
+    seed: int
+    run_digest: str
+    folder: Path
+
+    @property
+    def store_path(self) -> Path:
+        return self.folder / STORE_FILE
+
+    def argv(self, data_root: Optional[str]) -> List[str]:
+        """The `bench run` of this cell: its own folder and per-job store."""
+        return ["run", "--suite", self.suite, "--checkpoint", str(self.checkpoint), "--subnets", self.subnet,
+                "--seed", str(self.seed), "--out", str(self.folder), "--db", str(self.store_path),
+                "--db-mode", "job", *(["--data-root", data_root] if data_root else []), *self.overrides]
+
+
+@dataclass
+class CellStatus:
+    cell: Cell
+    state: str
+    job: Optional[JobRecord] = None
+    detail: str = ""
+    running_runs: Tuple[str, ...] = ()   # runs left 'running' by a job that has ended
+
+
+class CellFailed(SlimBenchError):
+    """A cell's `bench run` ended with a non-zero status inside its job."""
+
+
+class CellJob(submitit.helpers.Checkpointable):
+    """The callable each job runs: one `bench run`. On a SLURM time-out or preemption submitit requeues it
+    (``Checkpointable``), and the rerun continues through `bench run`'s own resume."""
+
+    def __init__(self, argv: Sequence[str]):
+        self.argv = list(argv)
+
+    def __call__(self) -> int:
+        from .cli import main
+
+        status = main(self.argv)
+        if status:
+            raise CellFailed(f"bench {' '.join(self.argv)} exited with status {status}")
+        return 0
+
+
+def load_plan(path: "str | Path") -> Plan:
+    """Read and validate a plan file (every checkpoint must exist; suites and overrides are checked by loading)."""
+    path = Path(path)
+    plan = from_dict(Plan, load_yaml(path), str(path))
+    for i, ckpt in enumerate(plan.checkpoints):
+        if not Path(ckpt).is_file():
+            raise ConfigError(f"{path}: key 'checkpoints[{i}]': {ckpt}: no such file")
+    return plan
+
+
+def _short_hash(items: Sequence[str]) -> str:
+    return hashlib.sha256("\0".join(items).encode()).hexdigest()[:6]
+
+
+def plan_cells(plan: Plan, out: Path) -> List[Cell]:
+    """Every cell of ``plan`` (checkpoint-major), with its folder under ``out``."""
+    from pretrain.checkpoint import file_digest, load_checkpoint
+
+    from .suites import load_suite, resolve_subnets
+
+    suites = {name: load_suite(name, plan.overrides.get(name, [])) for name in plan.suites}
+    cells = []
+    for ckpt_path in plan.checkpoints:
+        ckpt_path = Path(ckpt_path).resolve()
+        ckpt, digest = load_checkpoint(ckpt_path), file_digest(ckpt_path)
+        specs = resolve_subnets(plan.subnets, ckpt)
+        for name in plan.suites:
+            suite, overrides = suites[name], tuple(plan.overrides.get(name, []))
+            label = name + (f"+{_short_hash(overrides)}" if overrides else "")
+            for spec in specs:
+                for seed in plan.seeds:
+                    folder = out / "cells" / f"{ckpt_path.stem}@{digest[:8]}" / label / str(spec) / f"seed{seed}"
+                    cells.append(Cell(ckpt_path, digest, name, overrides, str(spec), int(seed),
+                                      suite.digest([spec], seed), folder.resolve()))
+    return cells
+
+
+def cell_status(cell: Cell) -> CellStatus:
+    """Where one cell stands, from its store and its job (nothing is written)."""
+    record = JobRecord.load(cell.folder / JOB_FILE)
+    runs: List[Dict[str, Any]] = []
+    if cell.store_path.is_file():
+        store = ResultsStore.existing(cell.store_path)
+        done = store.find_finished(cell.checkpoint_digest, cell.run_digest)
+        if done is not None:
+            return CellStatus(cell, "finished", record, f"run {done['run_id']}")
+        runs = [r for r in store.runs() if r["checkpoint_digest"] == cell.checkpoint_digest]
+    if record is None:
+        return CellStatus(cell, "not started")
+    alive = job_state(record)
+    if alive in ("alive", "unknown"):
+        latest = runs[-1]["run_id"] if runs else ""
+        where = f"run {latest}" if latest else "waiting to start its run"
+        return CellStatus(cell, "running", record, where if alive == "alive" else f"{where} (a local job of "
+                          f"{record.host}; its state can only be read there)")
+    dangling = tuple(r["run_id"] for r in runs if r["status"] == "running")
+    # the run's own log when a run began (run.log in its run folder), else the job's (an error before it)
+    line = last_line(cell.folder / cell.suite / runs[-1]["run_id"] / "run.log") if runs else ""
+    line = line or last_log_line(record)
+    return CellStatus(cell, "failed", record, line or "the job ended without a log line", dangling)
+
+
+@dataclass
+class Sweep:
+    """A plan, its output folder and its launcher."""
+
+    plan_path: Path
+    out: Path
+    launcher: str = "local"
+    overrides: LauncherPlan = field(default_factory=LauncherPlan)   # command-line launcher flags
+    poll_s: float = 2.0
+
+    def __post_init__(self):
+        self.plan = load_plan(self.plan_path)
+        self.out = Path(self.out).resolve()
+        self.cells = plan_cells(self.plan, self.out)
+
+    def statuses(self) -> List[CellStatus]:
+        return [cell_status(c) for c in self.cells]
+
+    def resources(self, cell: Cell) -> Resources:
+        """The plan's launcher settings under the command line's; the suite's defaults otherwise."""
+        from .suites import load_suite
+
+        given = {k: v for k, v in vars(self.plan.launcher).items() if v is not None}
+        given.update({k: v for k, v in vars(self.overrides).items() if v is not None})
+        gpus = given.get("gpus_per_job")
+        if gpus is None:
+            if self.launcher == "local":
+                from .launch import default_gpus
+                gpus = min(1, default_gpus())
+            else:
+                suite_gpus = getattr(load_suite(cell.suite, cell.overrides).params, "num_gpus", None)
+                gpus = suite_gpus if suite_gpus is not None else 1
+        return Resources(partition=given.get("partition"), account=given.get("account"),
+                         time_min=given.get("time_min", DEFAULT_TIME_MIN), gpus_per_node=gpus,
+                         cpus_per_task=given.get("cpus_per_job"), mem_gb=given.get("mem_gb"),
+                         constraint=given.get("constraint"), array_parallelism=given.get("max_parallel"))
+
+    def submit(self, statuses: Optional[List[CellStatus]] = None) -> List[CellStatus]:
+        """Submit every cell that is neither finished nor running; returns the submitted ones."""
+        statuses = self.statuses() if statuses is None else statuses
+        todo = [s for s in statuses if s.state in ("failed", "not started")]
+        for s in todo:
+            for run_id in s.running_runs:   # its job has ended: the run can never finish
+                ResultsStore.existing(s.cell.store_path).fail_run(
+                    run_id, f"its job {s.job.job_id} ({s.job.launcher}) ended without ending the run "
+                            f"(killed); `bench sweep` resubmitted the cell")
+        groups: Dict[Tuple, List[CellStatus]] = {}
+        for s in todo:
+            groups.setdefault(tuple(vars(self.resources(s.cell)).items()), []).append(s)
+        for key, group in groups.items():
+            executor = make_executor(self.launcher, self.out / "jobs", Resources(**dict(key)),
+                                     name=f"sweep-{self.plan_path.stem}")
+            with executor.batch():   # one SLURM job array per set of resources
+                jobs = [executor.submit(CellJob(s.cell.argv(self.plan.data_root))) for s in group]
+            for s, job in zip(group, jobs):
+                s.cell.folder.mkdir(parents=True, exist_ok=True)
+                s.job = JobRecord.of(self.launcher, job)
+                s.job.save(s.cell.folder / JOB_FILE)
+                s.state, s.detail = "running", "submitted"
+                log.info("cell %s: job %s", describe(s.cell), s.job.job_id)
+        return todo
+
+    def wait(self) -> List[CellStatus]:
+        """Poll until no cell is running; returns the final statuses."""
+        while True:
+            statuses = self.statuses()
+            if not any(s.state == "running" for s in statuses):
+                return statuses
+            time.sleep(self.poll_s)
+
+
+def describe(cell: Cell) -> str:
+    return f"{cell.checkpoint.stem}@{cell.checkpoint_digest[:8]} {cell.suite} {cell.subnet} seed {cell.seed}"
+
+
+def format_status(statuses: Sequence[CellStatus], out: Path) -> str:
+    """The table `bench sweep --status` prints: one line per cell, then the count of each state."""
+    rows = [(f"{s.cell.checkpoint.stem}@{s.cell.checkpoint_digest[:8]}",
+             s.cell.suite + ("*" if s.cell.overrides else ""), s.cell.subnet, str(s.cell.seed), s.state,
+             s.job.job_id if s.job else "-", s.detail) for s in statuses]
+    head = ("checkpoint", "suite", "subnet", "seed", "status", "job", "detail")
+    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head) - 1)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  " + head[-1]]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    counts = {state: sum(s.state == state for s in statuses) for state in STATES}
+    lines.append(f"{len(statuses)} cells in {out}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    if any(s.cell.overrides for s in statuses):
+        lines.append("* with the plan's overrides")
+    return "\n".join(lines)
