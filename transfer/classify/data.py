@@ -39,6 +39,7 @@ class ClassificationData:
     val_limit: Optional[int] = None
     resolution: int = 224            # crop size seen by the network
     resize: Optional[int] = None     # evaluation resize before the center crop; default resolution*256/224
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"   # of that resize (torchvision's default)
 
     def validate(self) -> None:
         for key in ("train_limit", "val_limit", "resize"):
@@ -67,7 +68,8 @@ class ClassificationData:
     def eval_transform(self) -> T.Compose:
         """Resize, center crop, normalize: the view every evaluation and feature cache uses."""
         resize = self.resize or int(round(self.resolution * 256 / 224))
-        return T.Compose([T.Resize(resize), T.CenterCrop(self.resolution), T.ToTensor(),
+        mode = T.InterpolationMode.BICUBIC if self.interpolation == "bicubic" else T.InterpolationMode.BILINEAR
+        return T.Compose([T.Resize(resize, interpolation=mode), T.CenterCrop(self.resolution), T.ToTensor(),
                           T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
     def train_transform(self, scale: Sequence[float] = (0.08, 1.0)) -> T.Compose:
@@ -112,3 +114,20 @@ def targets_of(ds: Dataset) -> torch.Tensor:
 def classes_of(ds: Dataset) -> Tuple[str, ...]:
     """Class names of a (possibly subset) dataset."""
     return tuple(classes_of(ds.dataset) if isinstance(ds, Subset) else ds.classes)
+
+
+def transform_names(transform: T.Compose) -> List[str]:
+    """The ops of a transform as short strings (``Resize(256, bicubic)``), for ``describe``."""
+    names = []
+    for t in transform.transforms:
+        if isinstance(t, T.RandomResizedCrop):
+            names.append(f"RandomResizedCrop({t.size[0]}, scale=({float(t.scale[0])}, {float(t.scale[1])}))")
+        elif isinstance(t, T.Resize):
+            names.append(f"Resize({t.size}, {t.interpolation.value})")
+        elif isinstance(t, T.CenterCrop):
+            names.append(f"CenterCrop({t.size[0]})")
+        elif isinstance(t, T.Normalize):
+            names.append(f"Normalize(mean={list(t.mean)}, std={list(t.std)})")
+        else:
+            names.append(f"{type(t).__name__}()")
+    return names

@@ -25,3 +25,10 @@ def extract_subnet(ctx, spec: SubnetSpec) -> PlainResNet:
         loader = DataLoader(train, batch_size=CALIB_BATCH_SIZE, shuffle=True,
                             generator=torch.Generator().manual_seed(ctx.seed))
     return extract(ctx.checkpoint, spec, calib_loader=loader, calib_batches=CALIB_BATCHES, device=ctx.device).eval()
+
+
+def architecture(ctx, spec: SubnetSpec) -> PlainResNet:
+    """The untrained ``PlainResNet`` that ``extract_subnet`` returns for ``spec`` (no weights, no data read):
+    what a dry run builds optimizers over."""
+    model = ctx.checkpoint.build_model()
+    return PlainResNet(model.plan(model.check_subnet(spec, allow_any_width=True)))

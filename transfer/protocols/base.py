@@ -4,6 +4,8 @@ A protocol is one module with one class registered by name. It declares two data
 ``Params`` (hyper-parameters, the suite's ``params:`` block) and ``Dataset`` (the suite's
 ``dataset:`` block, whose ``check(data_root)`` raises ``DataError`` naming the folder layout it
 expects), and ``run(ctx)`` yields ``Result`` rows for every sub-network in ``ctx.subnets``.
+``describe(ctx)`` returns, without training and without needing the dataset, what the engine would
+receive for each sub-network (``bench run --dry-run`` prints it).
 It runs all sub-networks in one call because some protocols train them jointly (the switchable
 linear probe). The driver validates, stores rows and handles failures; protocols never touch
 the results store.
@@ -14,6 +16,7 @@ so a classification suite never imports Detectron2 or MMSeg.
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 import importlib
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from typing import Any, ClassVar, Dict, Iterator, List, Optional, Type
 import torch
 
 from pretrain.checkpoint import Checkpoint
+from pretrain.config import to_dict
 from pretrain.errors import ConfigError
 from pretrain.spec import SubnetSpec
 
@@ -34,6 +38,7 @@ PROTOCOL_MODULES: Dict[str, str] = {
     "knn": "transfer.protocols.knn",
     "complexity": "transfer.protocols.complexity",
     "latency": "transfer.protocols.latency",
+    "stored-probe": "transfer.protocols.stored_probe",
     "detectron2": "transfer.detection.protocol",
     "mmseg": "transfer.segmentation.protocol",
 }
@@ -67,6 +72,8 @@ class RunContext:
     cache_dir: Optional[Path] = None  # where protocols may cache work across runs (extracted features)
     info: Dict[str, Any] = field(default_factory=dict)  # notes a protocol stores with the run (subset digest, threads)
     work_root: Optional[Path] = None  # engines' work folders, kept across reruns (default: out_dir)
+    # set by a dry run whose dataset check failed (the message): describe() must then not read the data
+    data_error: Optional[str] = None
 
     def model(self):
         """A fresh SlimResNet with the checkpoint's weights."""
@@ -101,6 +108,27 @@ class Protocol(abc.ABC):
     @abc.abstractmethod
     def run(self, ctx: RunContext) -> Iterator[Result]:
         """Measure every sub-network in ``ctx.subnets`` and yield its rows."""
+
+    def describe(self, ctx: RunContext) -> Dict[str, Any]:
+        """What the engine would receive for each sub-network, as plain YAML-dumpable data keyed by its
+        string, built without training and without reading the dataset when ``ctx.data_error`` is set.
+
+        This default gives the resolved ``params`` and ``dataset`` blocks, which is all a protocol without
+        an engine configuration of its own (complexity, latency) hands on.
+        """
+        blocks = {"params": to_dict(ctx.params), "dataset": to_dict(ctx.dataset)}
+        return {str(spec): copy.deepcopy(blocks) for spec in ctx.subnets}
+
+
+def describe_optimizer(opt: torch.optim.Optimizer) -> Dict[str, Any]:
+    """A torch optimizer as plain data: its class and each parameter group's settings (not its tensors)."""
+    groups = []
+    for group in opt.param_groups:
+        settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()
+                    if k != "params" and isinstance(v, (bool, int, float, str, tuple, type(None)))}
+        groups.append({**settings, "tensors": len(group["params"]),
+                       "elements": int(sum(p.numel() for p in group["params"]))})
+    return {"type": type(opt).__name__, "param_groups": groups}
 
 
 def register_protocol(cls: Type[Protocol]) -> Type[Protocol]:

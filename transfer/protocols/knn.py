@@ -1,15 +1,18 @@
 """``knn``: weighted cosine kNN on pooled center-crop features of every sub-network; top-1 per sub-network.
 
-Features come from the same cache as ``linear-fast``, so running both on one checkpoint extracts once.
+DINO's evaluation (facebookresearch/dino ``eval_knn.py``): k = 20 neighbours vote with weight
+exp(cos / T), T = 0.07, on features of a bicubic resize to 256 and a 224 center crop. The weighted vote
+itself is InstDisc's (Wu et al. 2018), whose code uses k = 200. Features come from the same cache as
+``linear-fast`` when both read the same dataset block, so running both on one checkpoint extracts once.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Dict, Iterator, Literal
 
-from transfer.classify.data import ClassificationData
+from transfer.classify.data import ClassificationData, transform_names
 from transfer.classify.knn import knn_predict
 from transfer.classify.metrics import topk_correct
 from transfer.protocols.linear import subnet_features
@@ -20,8 +23,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class KnnData(ClassificationData):
+    """The classification dataset block, resized bicubic as DINO's ``eval_knn.py`` (``interpolation=3``)."""
+
+    interpolation: Literal["bilinear", "bicubic"] = "bicubic"
+
+
+@dataclass
 class KnnParams:
-    """k=20, T=0.07 (InstDisc/MoCo); k=200, T=0.1 is the other setting in use."""
+    """k=20, T=0.07 (DINO's eval_knn.py defaults); k=200 is InstDisc's, with T=0.1 the other setting in use."""
 
     k: int = 20
     temperature: float = 0.07
@@ -37,7 +47,7 @@ class KnnParams:
 class KnnProtocol(Protocol):
     name = "knn"
     Params = KnnParams
-    Dataset = ClassificationData
+    Dataset = KnnData
     description = "weighted cosine kNN on pooled features; top-1/top-5 per sub-network"
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
@@ -55,3 +65,10 @@ class KnnProtocol(Protocol):
             yield Result(name, "top1", 100.0 * correct[1] / len(val_y))
             yield Result(name, "top5", 100.0 * correct[5] / len(val_y))
             yield Result(name, "wall_time_s", time.perf_counter() - start)
+
+    def describe(self, ctx: RunContext) -> Dict[str, Any]:
+        p, d = ctx.params, ctx.dataset
+        return {str(spec): {"k": p.k, "temperature": p.temperature, "vote": "sum of exp(cosine / T) per class",
+                            "features": "pooled, L2-normalised", "feature_batch_size": p.batch_size,
+                            "feature_transform": transform_names(d.eval_transform())}
+                for spec in ctx.subnets}

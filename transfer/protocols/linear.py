@@ -10,6 +10,11 @@ makes, without warm-up (SlimCLR's lr_scheduler 'cos' mode).
 ``linear-fast`` computes each sub-network's center-crop features once, caches them, and trains
 the same probe on the cached features: far cheaper, no augmentation. Both report their wall time
 so the trade is visible beside the accuracies.
+
+Both evaluate every ``evaluate_every`` epochs and at the last, and report as ``top1``/``top5`` the
+pick of ``select``: ``best`` (MoCo's main_lincls.py: each head's best top-1, the first of equal ones),
+``best-full-width`` (SlimCLR's main_ssl_lincls.py: every head at the evaluated epoch of the full width's
+best top-1, the last of equal ones) or ``last``; ``top1_last``/``top5_last`` are the last epoch's.
 """
 from __future__ import annotations
 
@@ -20,20 +25,20 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Literal, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from transfer.classify import distributed as dist
-from transfer.classify.data import ClassificationData, classes_of
+from transfer.classify.data import ClassificationData, classes_of, transform_names
 from transfer.classify.metrics import topk_correct
 from transfer.classify.probe import SwitchableProbe, accuracy_rows, switchable_loss, teacher_index
-from transfer.classify.subnets import extract_subnet
+from transfer.classify.subnets import architecture, extract_subnet
 from transfer.features import FeatureCache, cached_features, pooled
 
-from .base import Protocol, Result, RunContext, register_protocol
+from .base import Protocol, Result, RunContext, describe_optimizer, register_protocol
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +57,14 @@ class ProbeParams:
     gamma: float = 0.1
     distill: bool = True             # SlimCLR's soft CE from the full width for smaller sub-networks; false: CE (MoCo)
     feature_norm: bool = False       # BatchNorm1d without affine before each head (MAE); MoCo's recipe has none
+    evaluate_every: int = 1          # epochs between evaluations, and the last (MoCo: 1; SlimCLR's eval_freq: 2)
+    select: Literal["best", "best-full-width", "last"] = "best"   # which evaluation top1/top5 report (MoCo: best)
     eval_batch_size: int = 256
     workers: int = 8
 
     def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("epochs, batch_size and eval_batch_size must be positive")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1 or self.evaluate_every < 1:
+            raise ValueError("epochs, batch_size, eval_batch_size and evaluate_every must be positive")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.workers < 0:
@@ -114,6 +121,87 @@ class ProbeOptimizer:
     def end_epoch(self) -> None:
         if not self.per_iteration:
             self.sched.step()
+
+
+def evaluated_epochs(p: ProbeParams) -> List[int]:
+    """The (1-based) epochs after which the probe is evaluated: every ``evaluate_every``-th and the last
+    (SlimCLR main_ssl_lincls.py: ``(epoch + 1) % eval_freq == 0 or epoch == num_epochs - 1``)."""
+    return [e for e in range(1, p.epochs + 1) if e % p.evaluate_every == 0 or e == p.epochs]
+
+
+Accuracies = Dict[str, Tuple[float, float]]           # sub-network -> (top-1, top-5) of one evaluation
+
+
+def pick_results(history: Mapping[int, Accuracies], select: str, teacher: str) -> Dict[str, Dict[str, float]]:
+    """Each sub-network's reported ``{epoch, top1, top5}`` from the evaluations by epoch.
+
+    ``best``: each head's best top-1, the first of equal ones (MoCo: ``acc1 > best_acc1``);
+    ``best-full-width``: every head at the epoch of the ``teacher``'s best top-1, the last of equal ones
+    (SlimCLR: ``if best_acc1 <= acc1``); ``last``: the last evaluation.
+    """
+    epochs = sorted(history)
+    names = list(history[epochs[-1]])
+    if select == "last":
+        chosen = {name: epochs[-1] for name in names}
+    elif select == "best-full-width":
+        top = max(history[e][teacher][0] for e in epochs)
+        at = max(e for e in epochs if history[e][teacher][0] >= top)
+        chosen = {name: at for name in names}
+    elif select == "best":
+        chosen = {name: max(epochs, key=lambda e: (history[e][name][0], -e)) for name in names}
+    else:
+        raise ValueError(f"select: expected best, best-full-width or last, got {select!r}")
+    return {name: {"epoch": e, "top1": history[e][name][0], "top5": history[e][name][1]}
+            for name, e in chosen.items()}
+
+
+def result_rows(ctx: RunContext, history: Mapping[int, Accuracies], wall: float,
+                extra: Mapping[str, float] = {}) -> Iterator[Result]:
+    """The picked ``top1``/``top5`` and the last epoch's ``top1_last``/``top5_last`` of every sub-network;
+    which epochs were evaluated and picked go to the run's info."""
+    p = ctx.params
+    names = [str(s) for s in ctx.subnets]
+    teacher = names[teacher_index(ctx.subnets) or 0]
+    picked = pick_results(history, p.select, teacher)
+    last = history[max(history)]
+    ctx.info.update(evaluated_epochs=sorted(history), select=p.select,
+                    picked_epoch={name: picked[name]["epoch"] for name in names})
+    for name in names:
+        yield Result(name, "top1", picked[name]["top1"])
+        yield Result(name, "top5", picked[name]["top5"])
+        yield Result(name, "top1_last", last[name][0])
+        yield Result(name, "top5_last", last[name][1])
+        for metric, value in extra.items():
+            yield Result(name, metric, value)
+        yield Result(name, "wall_time_s", wall)
+
+
+def describe_probe(ctx: RunContext, iters_per_epoch: Optional[int], per_process_batch: int,
+                   processes: int, inputs: List[str]) -> Dict[str, Any]:
+    """What the probe's training receives for each sub-network, built with the run's ``ProbeOptimizer``."""
+    p, d = ctx.params, ctx.dataset
+    dims = {str(s): architecture(ctx, s).num_features for s in ctx.subnets}
+    num_classes = d.num_classes(ctx.data_root) if ctx.data_error is None else None
+    probe = SwitchableProbe(list(dims.values()), num_classes or 1, p.feature_norm)
+    opt = ProbeOptimizer(probe, p, iters_per_epoch or 1)
+    if p.schedule == "cosine":
+        schedule = {"kind": "cosine", "per": "iteration", "warmup": 0,
+                    "iterations": iters_per_epoch * p.epochs if iters_per_epoch else None}
+    else:
+        schedule = {"kind": "step", "per": "epoch", "milestones": list(opt.sched.milestones), "gamma": opt.sched.gamma}
+    teacher = str(ctx.subnets[teacher_index(ctx.subnets)]) if p.distill and teacher_index(ctx.subnets) is not None else None
+    loss = (f"full width {teacher} cross-entropy; others (cross-entropy + soft cross-entropy to {teacher}) / 2"
+            if teacher else "cross-entropy per head")
+    return {name: {"optimizer": describe_optimizer(opt.opt), "schedule": schedule,
+                   "batch": {"global": per_process_batch * processes, "per_process": per_process_batch,
+                             "processes": processes},
+                   "epochs": p.epochs, "iterations_per_epoch": iters_per_epoch,
+                   "evaluate_every": p.evaluate_every, "evaluated_epochs": evaluated_epochs(p), "select": p.select,
+                   "loss": loss, "backbone": "frozen, eval mode",
+                   "probe": {"in_features": dim, "num_classes": num_classes, "feature_norm": p.feature_norm,
+                             "trained_jointly_with": [n for n in dims if n != name]},
+                   "inputs": inputs, "eval_transform": transform_names(d.eval_transform())}
+            for name, dim in dims.items()}
 
 
 def frozen_subnets(ctx: RunContext) -> Dict[str, torch.nn.Module]:
@@ -174,6 +262,8 @@ class LinearProtocol(Protocol):
         opt = ProbeOptimizer(probe, p, steps_per_epoch(len(sampler) if sampler is not None else len(train),
                                                        local_batch, 2 if p.feature_norm else 1))
         teacher = teacher_index(ctx.subnets) if p.distill else None
+        due = set(evaluated_epochs(p))
+        history: Dict[int, Accuracies] = {}
         for epoch in range(p.epochs):
             if sampler is not None:
                 sampler.set_epoch(epoch)
@@ -191,12 +281,22 @@ class LinearProtocol(Protocol):
                 total, batches = total + loss.item(), batches + 1
             opt.end_epoch()
             log.info("linear epoch %d/%d: loss %.4f, lr %.4g", epoch + 1, p.epochs, total / max(batches, 1), opt.lr)
-        accs = evaluate_probe(nets, probe, val, p, device)
-        wall = time.perf_counter() - start
-        for name, acc in accs.items():
-            for metric, value in acc.items():
-                yield Result(name, metric, value)
-            yield Result(name, "wall_time_s", wall)
+            if epoch + 1 in due:
+                accs = evaluate_probe(nets, probe, val, p, device)
+                history[epoch + 1] = {name: (a["top1"], a["top5"]) for name, a in accs.items()}
+                log.info("linear epoch %d: top-1 %s", epoch + 1,
+                         ", ".join(f"{n} {a[0]:.2f}" for n, a in history[epoch + 1].items()))
+        yield from result_rows(ctx, history, time.perf_counter() - start)
+
+    def describe(self, ctx: RunContext) -> Dict[str, Any]:
+        p, d = ctx.params, ctx.dataset
+        world = dist.world_size()
+        local = max(1, p.batch_size // world)
+        iters = None
+        if ctx.data_error is None:
+            n = len(d.split(ctx.data_root, "train", None))
+            iters = steps_per_epoch(math.ceil(n / world), local, 2 if p.feature_norm else 1)
+        return describe_probe(ctx, iters, local, world, transform_names(d.train_transform(p.rrc_scale)))
 
 
 @contextmanager
@@ -215,8 +315,10 @@ def threads_for(work_per_step: float, device: torch.device) -> Iterator[None]:
 
 
 def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.Tensor, num_classes: int,
-                            p: ProbeParams, teacher, device: torch.device, seed: int = 0) -> SwitchableProbe:
-    """Train the switchable probe on in-memory features (one tensor per sub-network, rows aligned)."""
+                            p: ProbeParams, teacher, device: torch.device, seed: int = 0,
+                            after_epoch: Optional[Callable[[SwitchableProbe, int], None]] = None) -> SwitchableProbe:
+    """Train the switchable probe on in-memory features (one tensor per sub-network, rows aligned);
+    ``after_epoch(probe, epoch)`` runs after each (1-based) epoch, e.g. to evaluate it."""
     torch.manual_seed(seed)  # the same probe whether the features came from the cache or were just extracted
     probe = SwitchableProbe([f.shape[1] for f in train_feats], num_classes, p.feature_norm).to(device)
     g = torch.Generator().manual_seed(seed)
@@ -224,7 +326,7 @@ def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.T
     opt = ProbeOptimizer(probe, p, steps_per_epoch(n, p.batch_size, 2 if p.feature_norm else 1))
     work = p.batch_size * num_classes * sum(f.shape[1] for f in train_feats)
     with threads_for(work, device):
-        for _ in tqdm(range(p.epochs), desc="probe epochs", leave=False, mininterval=5):
+        for epoch in tqdm(range(p.epochs), desc="probe epochs", leave=False, mininterval=5):
             probe.train()
             order = torch.randperm(n, generator=g)
             for i in range(0, n, p.batch_size):
@@ -234,6 +336,8 @@ def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.T
                 feats = [f[idx].to(device).float() for f in train_feats]
                 opt.step(switchable_loss(probe(feats), labels[idx].to(device), teacher))
             opt.end_epoch()
+            if after_epoch is not None:
+                after_epoch(probe.eval(), epoch + 1)
     return probe.eval()
 
 
@@ -318,13 +422,24 @@ class LinearFastProtocol(Protocol):
         names = [str(s) for s in ctx.subnets]
         num_classes = ctx.dataset.num_classes(ctx.data_root)
         teacher = teacher_index(ctx.subnets) if p.distill else None
-        probe = train_probe_on_features([train_f[n] for n in names], train_y, num_classes, p, teacher,
-                                        ctx.device, ctx.seed)
-        accs = evaluate_on_features(probe, [val_f[n] for n in names], val_y, ctx.device)
+        due = set(evaluated_epochs(p))
+        history: Dict[int, Accuracies] = {}
+
+        def evaluate(probe: SwitchableProbe, epoch: int) -> None:
+            if epoch in due:
+                accs = evaluate_on_features(probe, [val_f[n] for n in names], val_y, ctx.device)
+                history[epoch] = {n: (a["top1"], a["top5"]) for n, a in zip(names, accs)}
+
+        train_probe_on_features([train_f[n] for n in names], train_y, num_classes, p, teacher,
+                                ctx.device, ctx.seed, after_epoch=evaluate)
         wall = time.perf_counter() - start
         log.info("linear-fast: features %.1f s, total %.1f s", feature_time, wall)
-        for name, acc in zip(names, accs):
-            for metric, value in acc.items():
-                yield Result(name, metric, value)
-            yield Result(name, "feature_time_s", feature_time)
-            yield Result(name, "wall_time_s", wall)
+        yield from result_rows(ctx, history, wall, {"feature_time_s": feature_time})
+
+    def describe(self, ctx: RunContext) -> Dict[str, Any]:
+        p, d = ctx.params, ctx.dataset
+        iters = None
+        if ctx.data_error is None:
+            iters = steps_per_epoch(len(d.split(ctx.data_root, "train", None)), p.batch_size,
+                                    2 if p.feature_norm else 1)
+        return describe_probe(ctx, iters, p.batch_size, 1, ["cached center-crop features (no augmentation)"])

@@ -6,30 +6,38 @@ file lists, shipped in ``imagenet_subsets/`` beside this module; ``file`` reads 
 ``label_fraction`` of every class, deterministically from ``seed``. A list naming images the training
 folder lacks fails before any training. The subset's digest is stored with the run, so results on
 different subsets are never confused.
+
+The fine-tuning is SimCLR's (Chen et al. 2020, appendix B.5; google-research/simclr ``model_util.py``):
+SGD with Nesterov momentum 0.9 on every parameter alike at ``base_lr * batch_size / 256`` (0.8 at batch
+4096), cosine decay per step without warm-up, no weight decay, a zero-initialised logits layer, global
+BatchNorm, random crop + flip only. As SimCLR's input pipeline, the labelled set is reshuffled every
+epoch and streamed in full global batches across epoch boundaries, ``n * epochs // batch + 1`` steps.
+A smaller batch (``params.batch_size``) scales the lr by the same rule; the run records the batch it used.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Literal, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Sampler, Subset
 from tqdm import tqdm
 
-from pretrain.errors import DataError
+from pretrain.errors import ConfigError, DataError
 from transfer.classify import distributed as dist
-from transfer.classify.data import ClassificationData, classes_of, targets_of
+from transfer.classify.data import ClassificationData, classes_of, targets_of, transform_names
 from transfer.classify.metrics import topk_correct
 from transfer.classify.probe import accuracy_rows
-from transfer.classify.subnets import extract_subnet
+from transfer.classify.subnets import architecture, extract_subnet
 
-from .base import Protocol, Result, RunContext, register_protocol
+from .base import Protocol, Result, RunContext, describe_optimizer, register_protocol
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +49,28 @@ MISSING_SHOWN = 5                    # missing image names quoted in the error
 
 @dataclass
 class SemiParams:
-    """Which images keep their labels, and the fine-tuning recipe (SGD, Nesterov momentum, cosine)."""
+    """Which images keep their labels, and SimCLR's fine-tuning recipe (appendix B.5)."""
 
     subset: Literal["simclr-1pct", "simclr-10pct", "balanced", "file"] = "simclr-1pct"
     subset_file: Optional[str] = None  # subset: file; a relative path is read from --data-root
     label_fraction: Optional[float] = None  # subset: balanced; fraction of every class that keeps its label
     seed: int = 0                    # subset: balanced; seed of the draw
     epochs: int = 60
-    batch_size: int = 256            # global batch, split across DDP processes
-    lr: float = 0.01                 # backbone learning rate
-    head_lr: float = 0.1             # learning rate of the new classifier
+    batch_size: int = 4096           # global batch, split across DDP processes
+    base_lr: float = 0.05            # every parameter's lr is base_lr * batch_size / 256 (SimCLR's linear rule)
     momentum: float = 0.9
+    nesterov: bool = True
     weight_decay: float = 0.0
+    head_init: Literal["zeros", "normal"] = "zeros"   # SimCLR's zero_init_logits_layer; normal: N(0, 0.01)
+    global_bn: bool = True           # SyncBatchNorm across DDP processes (SimCLR's global_bn); false: per process
     rrc_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
     eval_batch_size: int = 256
     workers: int = 8
+
+    @property
+    def lr(self) -> float:
+        """The lr of every parameter at step 0."""
+        return self.base_lr * self.batch_size / 256
 
     def validate(self) -> None:
         if self.label_fraction is not None and not 0 < self.label_fraction <= 1:
@@ -69,8 +84,12 @@ class SemiParams:
             raise ValueError("subset: file needs subset_file (a list of image file names, one per line)")
         if self.subset != "file" and self.subset_file:
             raise ValueError(f"subset_file is read only with subset: file (got subset: {self.subset})")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.head_lr <= 0:
-            raise ValueError("epochs, batch_size, lr and head_lr must be positive")
+        if self.epochs < 1 or self.base_lr <= 0:
+            raise ValueError("epochs and base_lr must be positive")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (BatchNorm trains on batches), got {self.batch_size}")
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError("nesterov needs momentum > 0")
 
     def subset_path(self, data_root: Optional[Path]) -> Optional[Path]:
         """The file list this subset reads (None for ``balanced``)."""
@@ -125,35 +144,82 @@ def label_subset(ds, fraction: Optional[float], seed: int,
     return indices, hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
+def total_steps(labelled: int, p: SemiParams) -> int:
+    """SimCLR's step count (``model_util.get_train_steps``): ``labelled * epochs // batch + 1``."""
+    return labelled * p.epochs // p.batch_size + 1
+
+
+def process_batch(p: SemiParams, world: int) -> int:
+    """Each process's share of the global batch; a batch the processes cannot split evenly is an error."""
+    if p.batch_size % world or p.batch_size // world < 2:
+        raise ConfigError(f"params.batch_size={p.batch_size}: expected a multiple of the {world} processes "
+                          f"with at least 2 images each (BatchNorm trains on batches)")
+    return p.batch_size // world
+
+
+class StreamBatches(Sampler):
+    """SimCLR's input stream: the labelled set reshuffled every epoch and cut into full global batches
+    across epoch boundaries, ``steps`` of them; each process takes its share of every global batch."""
+
+    def __init__(self, n: int, batch: int, steps: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.steps, self.seed, self.rank, self.world = n, batch, steps, seed, rank, world
+
+    def __iter__(self) -> Iterator[List[int]]:
+        g = torch.Generator().manual_seed(self.seed)
+        pending: List[int] = []
+        for _ in range(self.steps):
+            while len(pending) < self.batch:
+                pending += torch.randperm(self.n, generator=g).tolist()
+            batch, pending = pending[:self.batch], pending[self.batch:]
+            yield batch[self.rank::self.world]
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+def new_head(features: int, num_classes: int, init: str) -> nn.Linear:
+    """The logits layer: zeros (SimCLR's ``zero_init_logits_layer``) or N(0, 0.01) weights and zero bias."""
+    head = nn.Linear(features, num_classes)
+    if init == "zeros":
+        nn.init.zeros_(head.weight)
+    else:
+        nn.init.normal_(head.weight, std=0.01)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def build_optimizer(net: nn.Module, p: SemiParams, steps: int):
+    """SGD (Nesterov) over every parameter at ``p.lr``, and its cosine decay per step (no warm-up)."""
+    opt = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum, nesterov=p.nesterov,
+                          weight_decay=p.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, steps) / steps)))
+    return opt, sched
+
+
 def fine_tune(net: nn.Module, train, p: SemiParams, device: torch.device, seed: int, desc: str) -> nn.Module:
-    """Train every parameter of ``net`` (BN in train mode) with cross-entropy."""
+    """Train every parameter of ``net`` (BN in train mode) with cross-entropy; returns the trained network."""
+    world = dist.world_size()
+    local = process_batch(p, world)
+    if p.global_bn and world > 1:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net.to(device).train()
     net.requires_grad_(True)
     model = dist.wrap_ddp(net, device)
-    head = list(net.fc.parameters())
-    head_ids = {id(q) for q in head}
-    body = [q for q in net.parameters() if id(q) not in head_ids]
-    opt = torch.optim.SGD([{"params": body, "lr": p.lr}, {"params": head, "lr": p.head_lr}],
-                          momentum=p.momentum, weight_decay=p.weight_decay, nesterov=p.momentum > 0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.epochs)
-    sampler = DistributedSampler(train, seed=seed) if dist.world_size() > 1 else None
-    # at least two images per batch: BatchNorm cannot train on one
-    loader = DataLoader(train, batch_size=max(2, p.batch_size // dist.world_size()), shuffle=sampler is None,
-                        sampler=sampler, num_workers=p.workers, drop_last=len(train) > p.batch_size,
-                        pin_memory=device.type == "cuda")
-    for epoch in range(p.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        total, batches = 0.0, 0
-        for images, targets in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{p.epochs}", leave=False,
-                                    mininterval=5, disable=not dist.is_main()):
-            loss = F.cross_entropy(model(images.to(device)), targets.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, batches = total + loss.item(), batches + 1
+    steps = total_steps(len(train), p)
+    opt, sched = build_optimizer(net, p, steps)
+    batches = StreamBatches(len(train), p.batch_size, steps, seed, dist.rank(), world)
+    loader = DataLoader(train, batch_sampler=batches, num_workers=p.workers, pin_memory=device.type == "cuda")
+    log.info("%s: %d steps of %d images (%d per process), lr %.4g", desc, steps, p.batch_size, local, p.lr)
+    every = max(1, steps // 10)
+    for step, (images, targets) in enumerate(tqdm(loader, desc=desc, leave=False, mininterval=5,
+                                                  disable=not dist.is_main())):
+        loss = F.cross_entropy(model(images.to(device)), targets.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         sched.step()
-        log.info("%s epoch %d/%d: loss %.4f", desc, epoch + 1, p.epochs, total / max(batches, 1))
+        if (step + 1) % every == 0 or step + 1 == steps:
+            log.info("%s step %d/%d: loss %.4f, lr %.4g", desc, step + 1, steps, loss.item(), opt.param_groups[0]["lr"])
     return net.eval()
 
 
@@ -178,12 +244,14 @@ class SemiProtocol(Protocol):
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
         p, d, device = ctx.params, ctx.dataset, ctx.device
+        local = process_batch(p, dist.world_size())        # before any work
         train_full = d.split(ctx.data_root, "train", d.train_transform(p.rrc_scale))
         subset_file = p.subset_path(ctx.data_root)
         indices, digest = label_subset(train_full, p.label_fraction, p.seed, subset_file)  # before any training
         source = (f"class-balanced {p.label_fraction} seed {p.seed}" if subset_file is None
                   else f"{p.subset} ({subset_file})")
-        ctx.info.update(subset_digest=digest, subset_size=len(indices), subset_source=source)
+        ctx.info.update(subset_digest=digest, subset_size=len(indices), subset_source=source,
+                        global_batch=local * dist.world_size(), lr=p.lr, steps=total_steps(len(indices), p))
         log.info("semi: %d labelled images (subset digest %s)", len(indices), digest[:12])
         train = Subset(train_full, indices)
         val = d.split(ctx.data_root, "val", d.eval_transform())
@@ -192,10 +260,45 @@ class SemiProtocol(Protocol):
             start = time.perf_counter()
             torch.manual_seed(ctx.seed)
             net = extract_subnet(ctx, spec).cpu()
-            net.fc = nn.Linear(net.num_features, num_classes)
-            nn.init.normal_(net.fc.weight, std=0.01)
-            nn.init.zeros_(net.fc.bias)
-            fine_tune(net, train, p, device, ctx.seed, f"semi {spec}")
+            net.fc = new_head(net.num_features, num_classes, p.head_init)
+            net = fine_tune(net, train, p, device, ctx.seed, f"semi {spec}")
             for metric, value in evaluate(net, val, p.eval_batch_size, p.workers, device).items():
                 yield Result(str(spec), metric, value)
             yield Result(str(spec), "wall_time_s", time.perf_counter() - start)
+
+    def labelled_images(self, ctx: RunContext) -> Optional[int]:
+        """How many images keep their labels, from the list alone when there is one; None when only the
+        (absent) dataset could say."""
+        p, d = ctx.params, ctx.dataset
+        path = p.subset_path(ctx.data_root)
+        if path is not None and path.is_file() and (ctx.data_error is not None or p.subset in SIMCLR_SUBSETS):
+            return len({line.strip().split("/")[-1] for line in path.read_text().splitlines() if line.strip()})
+        if ctx.data_error is not None:
+            return None
+        return len(label_subset(d.split(ctx.data_root, "train", None), p.label_fraction, p.seed, path)[0])
+
+    def describe(self, ctx: RunContext) -> Dict[str, Any]:
+        p, d = ctx.params, ctx.dataset
+        world = dist.world_size()
+        local = process_batch(p, world)
+        labelled = self.labelled_images(ctx)
+        steps = total_steps(labelled, p) if labelled is not None else None
+        num_classes = d.num_classes(ctx.data_root) if ctx.data_error is None else None
+        out = {}
+        for spec in ctx.subnets:
+            net = architecture(ctx, spec)
+            net.fc = new_head(net.num_features, num_classes or 1, p.head_init)
+            opt, _ = build_optimizer(net, p, steps or 1)
+            out[str(spec)] = {
+                "optimizer": describe_optimizer(opt),
+                "trainable_tensors": sum(1 for q in net.parameters() if q.requires_grad),
+                "schedule": {"kind": "cosine per step", "base_lr": p.base_lr, "lr": p.lr, "warmup_steps": 0,
+                             "steps": steps},
+                "batch": {"global": local * world, "per_process": local, "processes": world},
+                "epochs": p.epochs, "labelled_images": labelled, "subset": p.subset,
+                "num_classes": num_classes, "head_init": p.head_init,
+                "batch_norm": "global" if p.global_bn else "per process",
+                "train_transform": transform_names(d.train_transform(p.rrc_scale)),
+                "eval_transform": transform_names(d.eval_transform()),
+            }
+        return out

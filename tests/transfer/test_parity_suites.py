@@ -1,0 +1,227 @@
+"""The shipped classification suites against the published protocols, compared with what the protocols build.
+
+The published values are written out here with their source. The SlimBench side is what the protocol
+hands torch: the optimizer and schedule of ``Protocol.describe`` (built by the code the real run uses)
+and, in tiny real runs, the optimizer observed at every step.
+
+Sources:
+- SimCLR (Chen et al. 2020, appendix B.5, as DESIGN.md quotes it: the paper's text is not stored here):
+  Nesterov momentum 0.9, batch 4096, lr 0.05 x batch / 256 for every parameter, no warm-up, no weight
+  decay, 60 epochs on 1 %, 30 on 10 %, random crop + flip only. google-research/simclr at 383d414:
+  ``model_util.py:88-90`` ``MomentumOptimizer(..., use_nesterov=True)``; ``:64-65`` linear scaling
+  ``base * train_batch_size / 256``; ``:55-56`` steps ``num_examples * train_epochs // train_batch_size + 1``;
+  ``:76-81`` ``cosine_decay`` per global step after ``warmup_epochs`` (0 in B.5); ``run.py:125-127`` and
+  ``model.py:170-178`` ``zero_init_logits_layer`` zeroes the supervised head; ``run.py:215-217`` ``global_bn``;
+  ``data.py:164`` ``color_distort=is_pretrain`` (fine-tuning: crop + flip); ``imagenet_subsets/*.txt``.
+- MoCo (facebookresearch/moco at 7397dfe) ``main_lincls.py``: lr 30, momentum 0.9, wd 0, batch 256, 100 epochs,
+  lr x 0.1 at 60 and 80; ``:397-401`` validates every epoch and keeps ``best_acc1 = max(acc1, best_acc1)``.
+- SlimCLR (mzhaoshuai/SlimCLR at cc7613d) ``main_ssl_lincls.py:253`` evaluates when ``(epoch + 1) % eval_freq == 0``
+  or at the last epoch, ``params.py:123`` ``eval_freq`` 2; ``:261-265`` ``if best_acc1 <= acc1`` (``acc1`` is the
+  full width's, ``eval_epoch_slim`` returns ``m_top1_all[0]``) keeps every width's info of that epoch;
+  ``scripts/mocov2.sh`` lr 60 step, 100 epochs; ``scripts/mocov3.sh`` lr 0.4 cos, 90 epochs; batch 1024.
+- DINO (facebookresearch/dino at cb71140) ``eval_knn.py:33`` ``Resize(256, interpolation=3)`` (bicubic),
+  ``CenterCrop(224)``; ``:194-197`` k = 20 among ``nb_knn``, ``temperature`` 0.07.
+"""
+import hashlib
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torchvision import transforms as T
+
+from benchmarks.suites import load_suite
+from pretrain.checkpoint import load_checkpoint
+from pretrain.config import from_dict
+from pretrain.spec import SubnetSpec
+from transfer.protocols.base import RunContext, get_protocol
+
+from .conftest import make_checkpoint, make_image_folder
+
+REPO = Path(__file__).resolve().parents[2]
+
+# -- published values ------------------------------------------------------------------------------
+SIMCLR_B5 = {"momentum": 0.9, "nesterov": True, "base_lr": 0.05, "batch_size": 4096, "weight_decay": 0.0,
+             "warmup_steps": 0}
+SIMCLR_EPOCHS = {"imagenet-semi-1pct": 60, "imagenet-semi-10pct": 30}
+SIMCLR_LABELLED = {"imagenet-semi-1pct": 12811, "imagenet-semi-10pct": 128116}
+# sha256 of google-research/simclr imagenet_subsets/{1,10}percent.txt at 383d414 (computed once from that
+# repository, equal to the shipped copies and to ../shared/data/imagenet_subsets/)
+SIMCLR_SHA256 = {"1percent.txt": "71e82a48ba78252683ae334c4d019ebd5c6e855b9599c1389fbe83eb9549cf17",
+                 "10percent.txt": "6d09de11e7bdaf5b1f3b1f249b6183695f97310cdd20f0c03e7235b6b9392091"}
+LINEAR = {  # suite: (lr, batch, epochs, schedule, milestones, evaluate every, pick)
+    "imagenet-linear": (30.0, 256, 100, "step", [60, 80], 1, "best"),
+    "imagenet-linear-slimclr-mocov2": (60.0, 1024, 100, "step", [60, 80], 2, "best-full-width"),
+    "imagenet-linear-slimclr-mocov3": (0.4, 1024, 90, "cosine", None, 2, "best-full-width"),
+}
+
+
+def simclr_lr(batch):
+    return SIMCLR_B5["base_lr"] * batch / 256            # model_util.py:64-65
+
+
+def simclr_steps(images, epochs, batch):
+    return images * epochs // batch + 1                  # model_util.py:55-56
+
+
+def simclr_cosine(lr, step, total):
+    return lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))   # tf cosine_decay, alpha 0
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return load_checkpoint(make_checkpoint(tmp_path_factory.mktemp("ck") / "c.pt"))
+
+
+def context(suite, ckpt, data_root, overrides=(), data_error=None):
+    s = load_suite(suite, list(overrides))
+    ctx = RunContext(suite_name=s.name, checkpoint=ckpt, subnets=[SubnetSpec(1.0), SubnetSpec(0.5)],
+                     params=s.params, dataset=s.dataset, data_root=data_root, out_dir=data_root / "out",
+                     device=torch.device("cpu"), data_error=data_error)
+    return s.protocol_cls(), ctx
+
+
+# -- semi-supervised: SimCLR appendix B.5 ----------------------------------------------------------
+@pytest.mark.parametrize("suite", sorted(SIMCLR_EPOCHS))
+def test_semi_suites_hand_torch_simclrs_fine_tuning(suite, ckpt, tmp_path):
+    proto, ctx = context(suite, ckpt, tmp_path / "absent", data_error="dataset folder not found")
+    described = proto.describe(ctx)
+    assert set(described) == {"w1.0", "w0.5"}
+    batch, epochs = SIMCLR_B5["batch_size"], SIMCLR_EPOCHS[suite]
+    for d in described.values():
+        opt = d["optimizer"]
+        assert opt["type"] == "SGD" and opt["param_groups"]
+        for group in opt["param_groups"]:       # every parameter alike, the new head included
+            assert group["lr"] == pytest.approx(simclr_lr(batch), rel=1e-12)
+            assert (group["momentum"], group["nesterov"], group["weight_decay"]) == \
+                (SIMCLR_B5["momentum"], SIMCLR_B5["nesterov"], SIMCLR_B5["weight_decay"])
+        assert sum(g["tensors"] for g in opt["param_groups"]) == d["trainable_tensors"]
+        assert d["batch"]["global"] == batch and d["epochs"] == epochs
+        assert d["schedule"]["kind"] == "cosine per step"
+        assert d["schedule"]["warmup_steps"] == SIMCLR_B5["warmup_steps"]
+        assert d["schedule"]["steps"] == simclr_steps(SIMCLR_LABELLED[suite], epochs, batch)
+        assert d["labelled_images"] == SIMCLR_LABELLED[suite]
+        assert d["head_init"] == "zeros" and d["batch_norm"] == "global"
+        assert d["train_transform"][:2] == ["RandomResizedCrop(224, scale=(0.08, 1.0))", "RandomHorizontalFlip()"]
+        assert not any("Color" in t or "Blur" in t for t in d["train_transform"])   # crop + flip only
+
+
+def test_semi_fine_tuning_steps_as_simclr_with_zero_head_and_one_lr(ckpt, tmp_path):
+    make_image_folder(tmp_path / "data", per_class=5, size=16, classes=2)    # 10 training images
+    proto, ctx = context("imagenet-semi-1pct", ckpt, tmp_path / "data",
+                         ["params.subset=balanced", "params.label_fraction=1.0", "params.batch_size=4",
+                          "params.epochs=3", "params.workers=0", "params.eval_batch_size=8",
+                          "dataset.resolution=16", "dataset.resize=16"])
+    ctx.subnets = [SubnetSpec(0.5)]
+    seen = []
+
+    def hook(opt, args, kwargs):
+        head = [p for g in opt.param_groups for p in g["params"] if p.shape[0] == 2]   # the 2-class logits layer
+        seen.append(([g["lr"] for g in opt.param_groups], [g["nesterov"] for g in opt.param_groups],
+                     [float(p.abs().sum()) for p in head]))
+
+    handle = register_optimizer_step_pre_hook(hook)
+    try:
+        rows = list(proto.run(ctx))
+    finally:
+        handle.remove()
+    total = simclr_steps(10, 3, 4)                        # 10 * 3 // 4 + 1 = 8 full batches streamed
+    assert len(seen) == total
+    for step, (lrs, nesterov, _) in enumerate(seen):
+        assert lrs == pytest.approx([simclr_cosine(simclr_lr(4), step, total)] * len(lrs), rel=1e-9)
+        assert all(nesterov)
+    assert seen[0][2] and all(s == 0.0 for s in seen[0][2])   # zero-initialised logits layer
+    assert ctx.info["global_batch"] == 4 and ctx.info["lr"] == pytest.approx(simclr_lr(4))
+    assert {r.metric for r in rows} >= {"top1", "top5"}
+
+
+@pytest.mark.parametrize("name", sorted(SIMCLR_SHA256))
+def test_simclr_subset_lists_are_pinned(name):
+    shipped = REPO / "transfer" / "protocols" / "imagenet_subsets" / name
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == SIMCLR_SHA256[name]
+    shared = REPO.parent / "shared" / "data" / "imagenet_subsets" / name
+    if shared.is_file():
+        assert hashlib.sha256(shared.read_bytes()).hexdigest() == SIMCLR_SHA256[name]
+
+
+# -- linear evaluation ----------------------------------------------------------------------------
+@pytest.mark.parametrize("suite", sorted(LINEAR))
+def test_linear_suites_hand_torch_the_published_probe_optimizer(suite, ckpt, tmp_path):
+    lr, batch, epochs, schedule, milestones, every, pick = LINEAR[suite]
+    proto, ctx = context(suite, ckpt, tmp_path / "absent", data_error="dataset folder not found")
+    for d in proto.describe(ctx).values():
+        (group,) = d["optimizer"]["param_groups"]
+        assert d["optimizer"]["type"] == "SGD"
+        assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (lr, 0.9, 0.0, False)
+        assert d["batch"]["global"] == batch and d["epochs"] == epochs
+        assert d["schedule"]["kind"] == schedule
+        if milestones is not None:
+            assert (d["schedule"]["milestones"], d["schedule"]["gamma"]) == (milestones, 0.1)
+        assert d["evaluate_every"] == every and d["select"] == pick
+        assert d["backbone"] == "frozen, eval mode"
+
+
+def upstream_slimclr_pick(history, epochs, eval_freq=2):
+    """main_ssl_lincls.py:253-265: every width at the evaluated epoch of the best full-width top-1 (ties: later)."""
+    best, best_info = 0.0, None
+    for epoch in range(epochs):
+        if (epoch + 1) % eval_freq == 0 or epoch == epochs - 1:
+            acc1 = history[epoch]["w1.0"][0]
+            if best <= acc1:
+                best, best_info = acc1, (epoch, {w: v for w, v in history[epoch].items()})
+    return best_info
+
+
+def upstream_moco_best(history, width):
+    """main_lincls.py:397-401 per width: validate every epoch, keep the max top-1 (ties: earlier)."""
+    best = 0.0
+    for epoch in sorted(history):
+        best = max(history[epoch][width][0], best)
+    return best
+
+
+def test_linear_picks_results_as_upstream():
+    from transfer.protocols.linear import pick_results
+
+    # (top-1, top-5) per evaluated epoch; full width ties at epochs 3 and 5, w0.5 peaks at epoch 2
+    history = {e: {"w1.0": (a, a + 10), "w0.5": (b, b + 10)}
+               for e, (a, b) in enumerate([(10, 5), (40, 30), (50, 60), (70, 20), (60, 25), (70, 15)])}
+    evaluated = {e: history[e] for e in (1, 3, 5)}       # eval_freq 2 over 6 epochs
+    epoch, info = upstream_slimclr_pick(history, 6)
+    picked = pick_results(evaluated, "best-full-width", teacher="w1.0")
+    assert picked == {w: {"epoch": epoch, "top1": info[w][0], "top5": info[w][1]} for w in info}
+    moco = pick_results(history, "best", teacher="w1.0")
+    assert {w: p["top1"] for w, p in moco.items()} == {w: upstream_moco_best(history, w) for w in ("w1.0", "w0.5")}
+    assert moco["w0.5"] == {"epoch": 2, "top1": 60, "top5": 70} and moco["w1.0"]["epoch"] == 3
+    assert pick_results(evaluated, "last", teacher="w1.0")["w0.5"]["epoch"] == 5
+
+
+def test_linear_fast_evaluates_on_its_cadence_and_stores_the_pick_and_the_last(ckpt, tmp_path):
+    make_image_folder(tmp_path / "data", per_class=6, size=16, classes=2)
+    cls = get_protocol("linear-fast")
+    params = {"epochs": 5, "batch_size": 4, "lr": 0.5, "milestones": [3], "workers": 0, "eval_batch_size": 8,
+              "evaluate_every": 2, "select": "best-full-width"}
+    ctx = RunContext(suite_name="t", checkpoint=ckpt, subnets=[SubnetSpec(1.0), SubnetSpec(0.5)],
+                     params=from_dict(cls.Params, params, "test"),
+                     dataset=from_dict(cls.Dataset, {"resolution": 16, "resize": 16}, "test"),
+                     data_root=tmp_path / "data", out_dir=tmp_path / "out", device=torch.device("cpu"),
+                     cache_dir=tmp_path / "cache")
+    rows = {(r.subnet, r.metric): r.value for r in cls().run(ctx)}
+    assert {m for _, m in rows} >= {"top1", "top5", "top1_last", "top5_last"}
+    assert ctx.info["evaluated_epochs"] == [2, 4, 5]          # (epoch + 1) % 2 == 0, and the last (1-based)
+    picked = ctx.info["picked_epoch"]
+    assert set(picked) == {"w1.0", "w0.5"} and len(set(picked.values())) == 1   # the full width's best epoch
+    assert set(picked.values()) <= {2, 4, 5}
+
+
+# -- kNN -------------------------------------------------------------------------------------------
+def test_knn_suite_resizes_bicubic_as_dino(ckpt, tmp_path):
+    proto, ctx = context("imagenet-knn", ckpt, tmp_path / "absent", data_error="dataset folder not found")
+    resize, crop = ctx.dataset.eval_transform().transforms[:2]
+    assert isinstance(resize, T.Resize) and resize.size == 256
+    assert resize.interpolation == T.InterpolationMode.BICUBIC          # eval_knn.py:33 interpolation=3
+    assert isinstance(crop, T.CenterCrop) and crop.size == (224, 224)
+    for d in proto.describe(ctx).values():
+        assert (d["k"], d["temperature"]) == (20, 0.07)                    # eval_knn.py:194-197
+        assert d["feature_transform"][:2] == ["Resize(256, bicubic)", "CenterCrop(224)"]
