@@ -17,6 +17,6 @@ setup(
     package_data={"transfer.protocols": ["imagenet_subsets/*.txt", "imagenet_subsets/SOURCE.md"]},
     install_requires=["torch>=2.4", "torchvision", "numpy", "pillow", "PyYAML", "tqdm", "matplotlib"],
     extras_require={"seg": ["mmengine", "mmcv-lite", "mmsegmentation", "ftfy", "regex"],
-                    "det": ["pycocotools"], "test": ["pytest", "hypothesis"]},
+                    "det": ["pycocotools"], "import": ["safetensors"], "test": ["pytest", "hypothesis"]},
     entry_points={"console_scripts": ["bench = benchmarks.cli:main"]},
 )

@@ -80,7 +80,8 @@ def width_from_tensors(sd: Mapping[str, torch.Tensor], depth: int, stem: str, nu
         w = round(ratio, digits)
         if not 0 < w <= 4:
             continue
-        model = SlimResNet(depth, widths=[w], stem=stem, num_classes=num_classes)
+        with torch.device("meta"):   # shapes only: no memory, no initialisation
+            model = SlimResNet(depth, widths=[w], stem=stem, num_classes=num_classes)
         if not _shape_errors(model, _to_switchable(model, sd)):
             return w
     raise CheckpointError(f"{src}: its channels fit no width of a ResNet-{depth} (stem {sd['conv1.weight'].shape[0]} "
