@@ -22,6 +22,19 @@ def register(sub, list_sub) -> None:
                         "the same method, data and schedule, without sub-network terms; run folder "
                         "<out>-individual-<subnet>")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. run.epochs=10")
+    launch = p.add_argument_group("launcher", "submit the run as a submitit job instead of training here: every "
+                                  "task joins one DDP run (torchrun's variables from submitit's distributed "
+                                  "environment); a requeued job resumes from its last checkpoint")
+    launch.add_argument("--launcher", choices=["slurm", "local"])
+    launch.add_argument("--nodes", type=int, default=1)
+    launch.add_argument("--gpus-per-node", type=int, default=1,
+                        help="processes per node, one per GPU (on a machine without CUDA, CPU processes)")
+    launch.add_argument("--partition")
+    launch.add_argument("--account")
+    launch.add_argument("--time-min", type=int, help="time limit in minutes (default 24 h)")
+    launch.add_argument("--cpus-per-task", type=int)
+    launch.add_argument("--mem-gb", type=int)
+    launch.add_argument("--wait", action="store_true", help="block until the job ends")
     p.set_defaults(func=cmd_pretrain)
 
 
@@ -43,9 +56,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         runs = [(*individual_recipe(recipe, s, str(args.config)), None) for s in subnets]
         runs = [(narrow, out.with_name(f"{out.name}-individual-{record['subnet']}"), record)
                 for narrow, record, _ in runs]
+    world = args.nodes * args.gpus_per_node if args.launcher else int(os.environ.get("WORLD_SIZE", "1"))
     for run_recipe, _, _ in runs:   # every run is checked before the first one starts
         if not args.dry_run:
-            check_world(run_recipe, int(os.environ.get("WORLD_SIZE", "1")), str(args.config))
+            check_world(run_recipe, world, str(args.config))
     if args.dry_run:
         for run_recipe, run_out, record in runs:
             if record is not None:
@@ -53,10 +67,37 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(recipe_dict(run_recipe), sort_keys=False), end="")
             print(heads_summary(run_recipe))
         return 0
+    if args.launcher:
+        return submit_runs(args, runs)
     from pretrain.trainer import train
 
     for run_recipe, run_out, record in runs:
         result = train(run_recipe, run_out, resume=args.resume, progress=not args.no_progress, individual=record)
+        what = f"individual baseline {record['subnet']}" if record else f"widths {run_recipe.model.widths}"
+        print(f"wrote {result.checkpoint}: {run_recipe.method.name} {run_recipe.model.arch} {what}, "
+              f"{result.steps}/{result.total_steps} steps, last loss {result.last_loss:.4f}")
+    return 0
+
+
+def submit_runs(args: argparse.Namespace, runs) -> int:
+    """``--launcher``: each run as one submitit job of ``--nodes`` x ``--gpus-per-node`` tasks."""
+    from benchmarks.launch import DEFAULT_TIME_MIN, Resources, default_gpus
+    from benchmarks.pretrain_launch import submit_pretraining
+
+    gpus = args.gpus_per_node if args.launcher == "slurm" or default_gpus() else 0
+    res = Resources(partition=args.partition, account=args.account, time_min=args.time_min or DEFAULT_TIME_MIN,
+                    nodes=args.nodes, tasks_per_node=args.gpus_per_node, gpus_per_node=gpus,
+                    cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb)
+    jobs = []
+    for run_recipe, run_out, record in runs:
+        job = submit_pretraining(run_recipe, run_out, args.launcher, res, resume=args.resume, individual=record)
+        print(f"submitted {run_out} as {args.launcher} job {job.job_id}: {args.nodes} node(s) x "
+              f"{args.gpus_per_node} process(es); logs in {run_out / 'jobs'}")
+        jobs.append((job, run_recipe, record))
+    if not args.wait:
+        return 0
+    for job, run_recipe, record in jobs:
+        result = job.results()[0]   # rank 0's; raises with the job's traceback if it failed
         what = f"individual baseline {record['subnet']}" if record else f"widths {run_recipe.model.widths}"
         print(f"wrote {result.checkpoint}: {run_recipe.method.name} {run_recipe.model.arch} {what}, "
               f"{result.steps}/{result.total_steps} steps, last loss {result.last_loss:.4f}")
