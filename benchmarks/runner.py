@@ -6,6 +6,9 @@ covers the seed) unless ``force``, then ``running`` -> protocol -> ``finished``.
 Ctrl-C or SIGTERM marks the run ``failed`` (a SIGKILL leaves it ``running``); a failed or running
 run is never reported as finished. Under torchrun only rank 0 writes to the store.
 
+``describe_suite`` is ``bench run --dry-run``: the same checks and sub-networks, then the protocol's
+``describe`` instead of its run; a failing dataset check is a warning there, and nothing is written.
+
 Engines that checkpoint (Detectron2, MMEngine) work in ``<out>/work/<suite>/<checkpoint digest>-
 <config digest>/<sub-network>/seed<seed>``, the same folder for every rerun of that work, so a
 rerun of a killed run resumes there; ``force`` gives a run a fresh folder inside its own.
@@ -25,6 +28,7 @@ import torch
 import yaml
 
 from pretrain.checkpoint import atomic_write_bytes, file_digest, load_checkpoint
+from pretrain.errors import DataError
 from pretrain.version import __version__
 from transfer.classify import distributed as dist
 from transfer.protocols.base import Result, RunContext
@@ -106,6 +110,30 @@ def run_log(path: Path) -> Iterator[None]:
 def work_root(out_root: Path, suite: Suite, checkpoint_digest: str) -> Path:
     """The engines' work folders of one suite config on one checkpoint (sub-network and seed below it)."""
     return out_root / "work" / suite.name / f"{checkpoint_digest[:16]}-{suite.config_digest()[:16]}"
+
+
+def describe_suite(suite: Suite, checkpoint_path: Union[str, Path], *, data_root: Union[str, Path] = "data",
+                   out_root: Union[str, Path] = "runs", subnets: Optional[str] = None,
+                   device: Optional[torch.device] = None, seed: int = 0) -> Dict[str, Any]:
+    """What ``run_suite`` would hand the engine for each sub-network (``Protocol.describe``), without training,
+    without a run folder or a results store; a dataset that fails its check is a warning here (``dataset_warning``)."""
+    data_root, out_root = Path(data_root), Path(out_root)
+    try:
+        suite.check_data(data_root)
+        data_error = None
+    except DataError as e:
+        data_error = str(e)
+    ckpt = load_checkpoint(checkpoint_path)
+    ckpt_digest = file_digest(checkpoint_path)
+    specs = resolve_subnets(subnets or suite.subnets, ckpt)
+    ctx = RunContext(suite_name=suite.name, checkpoint=ckpt, subnets=specs, params=suite.params,
+                     dataset=suite.dataset, data_root=data_root, out_dir=out_root / suite.name / "dry-run",
+                     device=device or torch.device("cpu"), seed=seed, checkpoint_digest=ckpt_digest,
+                     cache_dir=out_root / "cache" / "features", work_root=work_root(out_root, suite, ckpt_digest),
+                     data_error=data_error)
+    return {"suite": suite.name, "protocol": suite.protocol, "checkpoint": str(checkpoint_path), "seed": seed,
+            "variant": dict(suite.variant), "data_root": str(data_root), "dataset_warning": data_error,
+            "subnets": suite.protocol_cls().describe(ctx)}
 
 
 def run_suite(suite: Suite, checkpoint_path: Union[str, Path], store: ResultsStore, *,

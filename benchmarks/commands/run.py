@@ -32,6 +32,9 @@ def register(sub, list_sub) -> None:
     seeds.add_argument("--seeds", type=seed_list, metavar="S,S,...",
                        help="one run per seed, e.g. 0,1,2; finished seeds are reused "
                             "(the leaderboard shows mean ± std)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print as YAML what the engine would receive for each sub-network (optimizer, schedule, "
+                        "batch, engine config) and exit: no training, nothing recorded, the dataset optional")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="suite overrides, e.g. params.epochs=1")
     p.set_defaults(func=cmd_run)
 
@@ -47,6 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.suites import load_suite
 
     suite = load_suite(args.suite, args.overrides)
+    if args.dry_run:
+        return dry_run(suite, args)
     refuse_foreign_launcher(suite)
     data_root = resolve_data_root(args.data_root)
     store = ResultsStore(args.db, mode=args.db_mode)
@@ -60,6 +65,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 130 if isinstance(e, KeyboardInterrupt) else 143
         if outcome.run_id:
             print(format_results(suite.name, outcome))
+    return 0
+
+
+def dry_run(suite, args: argparse.Namespace) -> int:
+    """``bench run --dry-run``: the protocol's ``describe`` as YAML on stdout, a missing dataset as a warning."""
+    import torch
+    import yaml
+
+    from benchmarks.runner import describe_suite
+
+    try:
+        data_root = resolve_data_root(args.data_root)
+    except DataError as e:
+        print(f"bench: warning: {e}", file=sys.stderr)
+        data_root = args.data_root
+    seed = (args.seeds or [args.seed])[0]
+    plan = describe_suite(suite, args.checkpoint, data_root=data_root, out_root=args.out, subnets=args.subnets,
+                          device=torch.device(args.device) if args.device else None, seed=seed)
+    if plan["dataset_warning"]:
+        print(f"bench: warning: {plan['dataset_warning']}; a real run stops here", file=sys.stderr)
+    print(yaml.safe_dump(plan, sort_keys=False), end="")
     return 0
 
 

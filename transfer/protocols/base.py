@@ -126,8 +126,7 @@ def describe_optimizer(opt: torch.optim.Optimizer) -> Dict[str, Any]:
     for group in opt.param_groups:
         settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()
                     if k != "params" and isinstance(v, (bool, int, float, str, tuple, type(None)))}
-        groups.append({**settings, "tensors": len(group["params"]),
-                       "elements": int(sum(p.numel() for p in group["params"]))})
+        groups.append({**settings, "tensors": len(group["params"])})
     return {"type": type(opt).__name__, "param_groups": groups}
 
 
