@@ -373,10 +373,10 @@ def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int)
 
 
 def _short_checkpoint(label: str) -> str:
-    """``demo-slimclr-mocov2-individual-w0.25@1a2b..`` -> ``slimclr-mocov2 alone w0.25``, for a terminal."""
-    name = label.split("@", 1)[0]
-    name = name[len("demo-"):] if name.startswith("demo-") else name
-    return name.replace("-individual-", " alone ")
+    """``demo-slimclr-mocov2-individual-w0.25@1a2b..`` -> ``demo-slimclr-mocov2 alone w0.25``, for a terminal.
+
+    The recipe's name stays whole: ``demo-dspnet``'s rows come from the demo recipe, not DSPNet's."""
+    return label.split("@", 1)[0].replace("-individual-", " alone ")
 
 
 def _short_column(column: str) -> str:
