@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMPS := $(VENV)/.stamps
 TORCH  := torch==2.14.1 torchvision==0.29.1
+DALI   := nvidia-dali-cuda120==2.4.0
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 
@@ -31,7 +32,13 @@ $(STAMPS)/detectron2: tools/install_detectron2.sh $(STAMPS)/deps
 	bash tools/install_detectron2.sh $(BIN)/python
 	@touch $@
 
-$(STAMPS)/slimbench: setup.py $(STAMPS)/detectron2
+# NVIDIA DALI, the optional GPU input path (data.backend: dali), about 425 MB: installed because the
+# tests run its pipeline on DALI's CPU operators (tests/pretrain/test_dali.py).
+$(STAMPS)/dali: $(STAMPS)/deps
+	$(BIN)/pip install $(DALI) $(TORCH)
+	@touch $@
+
+$(STAMPS)/slimbench: setup.py $(STAMPS)/detectron2 $(STAMPS)/dali
 	$(BIN)/pip install --no-deps --no-build-isolation -e .
 	@touch $@
 

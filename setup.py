@@ -17,6 +17,8 @@ setup(
     package_data={"transfer.protocols": ["imagenet_subsets/*.txt", "imagenet_subsets/SOURCE.md"]},
     install_requires=["torch>=2.4", "torchvision", "numpy", "pillow", "PyYAML", "tqdm", "matplotlib"],
     extras_require={"seg": ["mmengine", "mmcv-lite", "mmsegmentation", "ftfy", "regex"],
-                    "det": ["pycocotools"], "import": ["safetensors"], "test": ["pytest", "hypothesis"]},
+                    "det": ["pycocotools"], "import": ["safetensors"],
+                    # data.backend: dali (GPU JPEG decoding and augmentation); the CUDA 12 wheel runs on CPU too
+                    "dali": ["nvidia-dali-cuda120"], "test": ["pytest", "hypothesis"]},
     entry_points={"console_scripts": ["bench = benchmarks.cli:main"]},
 )
