@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from pretrain.errors import ConfigError
 from transfer.classify import distributed as dist
 from transfer.classify.data import ClassificationData, classes_of, transform_names
 from transfer.classify.metrics import topk_correct
@@ -74,6 +75,7 @@ class ProbeParams:
 @dataclass
 class LinearParams(ProbeParams):
     rrc_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale range
+    backend: Literal["pil", "dali"] = "pil"   # dali: decode and augment with NVIDIA DALI (GPU); imagefolder only
 
     def validate(self) -> None:
         super().validate()
@@ -248,19 +250,29 @@ class LinearProtocol(Protocol):
         start = time.perf_counter()
         torch.manual_seed(ctx.seed)
         p, d, device = ctx.params, ctx.dataset, ctx.device
+        if p.backend == "dali" and d.kind != "imagefolder":
+            raise ConfigError(f"params.backend: dali reads image files; dataset.kind {d.kind!r} has none "
+                              f"(use dataset.kind: imagefolder or params.backend: pil)")
         nets = frozen_subnets(ctx)
         train = d.split(ctx.data_root, "train", d.train_transform(p.rrc_scale))
         val = d.split(ctx.data_root, "val", d.eval_transform())
         probe = SwitchableProbe([n.num_features for n in nets.values()], len(classes_of(train)),
                                 p.feature_norm).to(device)
         model = dist.wrap_ddp(probe, device)
-        sampler = DistributedSampler(train, seed=ctx.seed) if dist.world_size() > 1 else None
         local_batch = max(1, p.batch_size // dist.world_size())
-        loader = DataLoader(train, batch_size=local_batch, shuffle=sampler is None,
-                            sampler=sampler, num_workers=p.workers, pin_memory=device.type == "cuda",
-                            persistent_workers=p.workers > 0)
-        opt = ProbeOptimizer(probe, p, steps_per_epoch(len(sampler) if sampler is not None else len(train),
-                                                       local_batch, 2 if p.feature_norm else 1))
+        if p.backend == "dali":
+            from transfer.classify.dali_data import DaliEpochs   # the optional extra, only when asked for
+            loader = sampler = DaliEpochs(train, d.train_transform(p.rrc_scale), local_batch, ctx.seed,
+                                          dist.rank(), dist.world_size(), device, p.workers)
+            iters = len(loader)
+        else:
+            sampler = DistributedSampler(train, seed=ctx.seed) if dist.world_size() > 1 else None
+            loader = DataLoader(train, batch_size=local_batch, shuffle=sampler is None,
+                                sampler=sampler, num_workers=p.workers, pin_memory=device.type == "cuda",
+                                persistent_workers=p.workers > 0)
+            iters = steps_per_epoch(len(sampler) if sampler is not None else len(train), local_batch,
+                                    2 if p.feature_norm else 1)
+        opt = ProbeOptimizer(probe, p, iters)
         teacher = teacher_index(ctx.subnets) if p.distill else None
         due = set(evaluated_epochs(p))
         history: Dict[int, Accuracies] = {}
