@@ -26,8 +26,10 @@ from pretrain.spec import SubnetSpec
 
 from .digests import config_digest, result_variant
 from .pairing import CheckpointMeta, Comparison, compare, find_pairs
+from .published import plot_points, source_lines, sources_html
 
 SIZE_METRICS = ("params", "macs")
+TIMING_METRICS = ("wall_time_s", "feature_time_s")   # what a run cost, not what it measured
 ACCURACY_METRIC = "top1"
 FIXED_COLUMNS = ("checkpoint", "method", "widths", "subnet")
 FORMATS = ("md", "csv", "csv-long", "html")
@@ -79,6 +81,8 @@ class Board:
     protocols: Dict[str, str] = field(default_factory=dict)
     metas: Dict[str, CheckpointMeta] = field(default_factory=dict)
     comparison: Optional[Comparison] = None
+    published: List[Dict[str, Any]] = field(default_factory=list)   # reference rows (benchmarks.published)
+    published_sources: List[str] = field(default_factory=list)
 
     def headline_columns(self) -> List[str]:
         """Each experiment's headline metric column (top-1, box AP, mIoU, latency), in column order."""
@@ -178,8 +182,10 @@ def _size_experiment(experiments: Iterable[_Experiment]) -> Optional[_Experiment
     return max(sizes, key=lambda e: (len(e.checkpoints), e.latest, e.digest)) if sizes else None
 
 
-def build(rows: Iterable[Mapping[str, Any]], suites: Optional[Sequence[str]] = None) -> Board:
-    """The leaderboard of ``rows`` (as ``ResultsStore.rows()`` returns them), optionally for some suites only."""
+def build(rows: Iterable[Mapping[str, Any]], suites: Optional[Sequence[str]] = None,
+          published: Sequence[Any] = ()) -> Board:
+    """The leaderboard of ``rows`` (as ``ResultsStore.rows()`` returns them), optionally for some suites only,
+    with the ``published`` results (``benchmarks.published``) of its suites as reference rows."""
     finished = [r for r in rows if r["status"] == "finished" and (not suites or r["suite"] in suites)]
     experiments = _experiments(finished)
     sizes = _size_experiment(experiments.values())
@@ -213,8 +219,15 @@ def build(rows: Iterable[Mapping[str, Any]], suites: Optional[Sequence[str]] = N
     columns = sorted(metric_columns)
     values = {(row["digest"], row["subnet"]): {c: v.mean for c, v in row.items() if isinstance(v, Cell)}
               for row in ordered}
-    comparison = compare(find_pairs(metas.values()), values, columns)
-    return Board(columns, ordered, protocols, metas, comparison if comparison.rows else None)
+    # the comparison sets results side by side; a run's timings are not results
+    results = [c for c in columns if c.rsplit("/", 1)[1] not in TIMING_METRICS]
+    comparison = compare(find_pairs(metas.values()), values, results)
+    board = Board(columns, ordered, protocols, metas, comparison if comparison.rows else None)
+    if published:
+        from .published import attach
+
+        attach(board, published)
+    return board
 
 
 def _number(column: str) -> Callable[[float], str]:
@@ -245,7 +258,9 @@ def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]], left: int) -
 def to_markdown(board: Board) -> str:
     """A GitHub-flavoured Markdown table, then the comparison with individual baselines when there is one."""
     cols = board.columns
-    lines = _md_table(cols, ([_fmt(c, row.get(c)) for c in cols] for row in board.rows), len(FIXED_COLUMNS))
+    lines = _md_table(cols, ([_fmt(c, row.get(c)) for c in cols] for row in [*board.rows, *board.published]),
+                      len(FIXED_COLUMNS))
+    lines += ["", *source_lines(board)] if board.published else []
     if board.comparison:
         lines += ["", "Slimmable sub-networks against networks of their width pretrained alone "
                       "(slimmable / alone, difference):", ""]
@@ -316,11 +331,14 @@ def to_csv(board: Board) -> str:
         compared = board.comparison.metric_columns
         fields += ["individual_baseline", "pair_warnings", *(f"{c}_individual" for c in compared),
                    "cost_ratio_train_flops", "cost_ratio_device_seconds"]
+    fields += ["published_source"] if board.published else []   # set on reference rows only
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    for row in board.rows:
+    for row in [*board.rows, *board.published]:
         out = {c: row[c] for c in FIXED_COLUMNS}
+        if "published_source" in row:
+            out["published_source"] = row["published_source"]
         for c in board.value_columns:
             cell = row.get(c)
             if cell is None:
@@ -356,7 +374,7 @@ def to_long_csv(board: Board) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*FIXED_COLUMNS, "column", "seed", "value", "run_id"])
-    for row in board.rows:
+    for row in [*board.rows, *board.published]:   # a reference row's run_id is published:<address>
         for c in board.value_columns:
             for m in row[c].measurements if c in row else ():
                 writer.writerow([*(row[f] for f in FIXED_COLUMNS), c, m.seed, m.value, m.run_id])
@@ -395,11 +413,13 @@ def to_terminal(board: Board, max_width: int = 120) -> str:
     if len(set(labels)) < len(set(r["checkpoint"] for r in board.rows)):   # short names collide: keep digests
         labels = [r["checkpoint"] for r in board.rows]
     header = ["checkpoint", "subnet", "params", "MACs", *(_short_column(c) for c in heads)]
+    references = [r for r in board.published if any(c in r for c in heads)]
     rows = [[label, r["subnet"], *(_fmt(c, r.get(c)) for c in ("params", "macs", *heads))]
-            for label, r in zip(labels, board.rows)]
+            for label, r in zip([*labels, *(r["checkpoint"] for r in references)], [*board.rows, *references])]
     lines = _text_table(header, rows, 2)
     units = sorted({f"{_short_column(c)}: {c.rsplit('/', 1)[1]}" for c in heads})
     lines.append("metrics: " + ", ".join(units))
+    lines += source_lines(board, short=True) if references else []
     if board.comparison:
         shown = [c for c in heads if c in board.comparison.metric_columns]
         comparison = Comparison(shown, [{**r, "checkpoint": _short_checkpoint(r["checkpoint"]),
@@ -459,6 +479,9 @@ def plot_png(board: Board) -> Optional[bytes]:
                 ax.errorbar([x], [y], yerr=[err], marker="*", markersize=11, linestyle="none", capsize=3,
                             color=colors.get(pair["checkpoint"]),
                             label=f"pretrained alone ({pair['checkpoint'].split('@')[0]})" if first else None)
+        # Published reference rows: hollow markers, one per source row, never joined to a run's line.
+        for x, y, label in plot_points(board, column):
+            ax.plot([x], [y], marker="D", markersize=7, linestyle="none", markerfacecolor="none", label=label)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())  # log-scale minor labels collide on a decade or less
@@ -549,6 +572,9 @@ def to_html(board: Board, png: Optional[bytes] = None, title: str = "SlimBench l
     body = []
     for row in board.rows:
         body.append("<tr>" + "".join(_html_cell(c, row.get(c), cls) for c, cls in columns) + "</tr>")
+    for row in board.published:   # reference rows: marked, with their source as the row's tooltip
+        body.append(f'<tr class="published" title="{html.escape(row["published_source"])}">'
+                    + "".join(_html_cell(c, row.get(c), cls) for c, cls in columns) + "</tr>")
     plot = (f'<img alt="top-1 vs MACs" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
             if png else "<p>No plot: it needs top-1 results and a complexity run for the same checkpoint.</p>")
     return f"""<!DOCTYPE html>
@@ -563,6 +589,7 @@ table.board .group {{ border-left: 2px solid #888; }}
 table.board .extra {{ display: none; border-left: 1px solid #ccc; }}
 body.all-metrics table.board .extra {{ display: table-cell; }}
 img {{ max-width: 100%; margin-top: 1.5em; }}
+table.board tr.published td {{ font-style: italic; background: #f7f7ee; color: #555; }}
 </style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>One row per checkpoint and sub-network; columns grouped by suite (and its overrides), its headline metric
@@ -573,6 +600,7 @@ each seed). Click a header to sort.</p>
 <tbody>
 {chr(10).join(body)}
 </tbody></table>
+{sources_html(board)}
 {_comparison_html(board)}
 {plot}
 <script>{_SORT_JS}</script>

@@ -19,6 +19,9 @@ def register(sub, list_sub) -> None:
                         "metric per suite, the comparison with individual baselines) that fits a terminal; "
                         "'all' every column. Files (--out) and other formats always hold every column")
     add_store_args(p)
+    p.add_argument("--published", default="all", metavar="all|none|PATH",
+                   help="published results shown as reference rows beside their suites: 'all' (configs/published/), "
+                        "'none', or a YAML file / folder of your own in the same format")
     p.set_defaults(func=cmd_leaderboard)
 
     p = list_sub.add_parser("runs", help="every run in the results store with its status")
@@ -35,13 +38,20 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
                    help="also every results.db below DIR (the per-job stores of `bench sweep --out DIR`)")
 
 
+def published_entries(choice: str):
+    """The published results ``--published`` asks for (validated), or none."""
+    from benchmarks.published import load_published
+
+    return [] if choice == "none" else load_published(None if choice == "all" else Path(choice))
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmarks.leaderboard import build, render
     from pretrain.checkpoint import atomic_write_bytes
 
     from benchmarks.leaderboard import to_terminal
 
-    board = build(existing_store(args.db, args.runs).rows(), args.suite)
+    board = build(existing_store(args.db, args.runs).rows(), args.suite, published_entries(args.published))
     if args.out is None and args.format == "md" and args.columns == "headline":
         print(to_terminal(board))
         return 0
