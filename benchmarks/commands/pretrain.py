@@ -8,7 +8,8 @@ from pathlib import Path
 
 def register(sub, list_sub) -> None:
     """Add `bench pretrain` to the parser."""
-    p = sub.add_parser("pretrain", help="pretrain a slimmable network from a recipe (SlimCLR; SlimBench's reconstruction of DSPNet)",
+    p = sub.add_parser("pretrain",
+                       help="pretrain a slimmable network from a recipe (SlimCLR; SlimBench's reconstruction of DSPNet)",
                        description="Pretrain from configs/pretrain/*.yaml. Under `torchrun --nproc_per_node N "
                                    "-m benchmarks.cli pretrain ...` every rank joins one DDP run.")
     p.add_argument("--config", required=True, type=Path, help="recipe YAML (configs/pretrain/*.yaml)")

@@ -6,7 +6,8 @@ EMA momentum and the networks it samples), never the YAML text.
 
 Sources:
 - SlimCLR (mzhaoshuai/SlimCLR at cc7613d): ``params.py:118`` ``--crop-min`` default 0.2, read as
-  ``args.crop_min`` by ``dataset/dataloader.py:116`` and ``:128`` (``RandomResizedCrop(224, scale=(args.crop_min, 1.))``);
+  ``args.crop_min`` by ``dataset/dataloader.py:116`` and ``:128``
+  (``RandomResizedCrop(224, scale=(args.crop_min, 1.))``);
   ``models/s_moco.py:214`` and ``models/s_mocov3.py:208``:
   ``max_loss = max_loss * self.loss_weights[0] if enable_slim else max_loss``.
 - BYOL (google-deepmind/deepmind-research ``byol/configs/byol.py`` at 4822a45): ``_LR_PRESETS[300] = 0.3``,

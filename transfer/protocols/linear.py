@@ -191,7 +191,8 @@ def describe_probe(ctx: RunContext, iters_per_epoch: Optional[int], per_process_
                     "iterations": iters_per_epoch * p.epochs if iters_per_epoch else None}
     else:
         schedule = {"kind": "step", "per": "epoch", "milestones": list(opt.sched.milestones), "gamma": opt.sched.gamma}
-    teacher = str(ctx.subnets[teacher_index(ctx.subnets)]) if p.distill and teacher_index(ctx.subnets) is not None else None
+    index = teacher_index(ctx.subnets) if p.distill else None
+    teacher = str(ctx.subnets[index]) if index is not None else None
     loss = (f"full width {teacher} cross-entropy; others (cross-entropy + soft cross-entropy to {teacher}) / 2"
             if teacher else "cross-entropy per head")
     return {name: {"optimizer": describe_optimizer(opt.opt), "schedule": schedule,
