@@ -33,6 +33,7 @@ from tqdm import tqdm
 from .checkpoint import Checkpoint, atomic_torch_save, atomic_write_bytes, save_checkpoint
 from .cost import TrainingCost, count_flops, device_kind
 from .distributed import DistInfo, all_reduce_mean, all_reduce_min, barrier, init_from_env
+from .keep import epoch_due, keep_checkpoint
 from .errors import SlimBenchError
 from .augment import DeviceNormalize
 from .loader import build_loader
@@ -40,6 +41,7 @@ from .methods import PretrainMethod, StepContext, build_method
 from .optim import LRSchedule, build_optimizer, set_lr
 from .recipe import Recipe, RunRecipe, SlimCLRRecipe, check_world, recipe_dict, recipe_digest
 from .resnet import SlimResNet, parse_arch
+from .tensorboard_log import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ DATA_BOUND_SHARE = 0.5
 NO_BAD_STEP = 2 ** 62   # "no step had a non-finite loss" (a minimum over ranks keeps the first bad step)
 # Keys that may change between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = ("run.max_steps", "run.checkpoint_every", "run.log_every", "data.workers", "data.prefetch",
-                     "run.channels_last")
+                     "run.channels_last", "run.keep_every", "run.monitor")
 
 
 class TrainingError(SlimBenchError):
@@ -145,7 +147,8 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
 def recipe_changes(old_recipe: Dict[str, Any], recipe: Recipe) -> List[str]:
     """``key: old -> new`` for every recipe key that a resumed run may not change."""
     old, new = _flatten(old_recipe), _flatten(recipe_dict(recipe))
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(k for k in set(old) | set(new)   # run.monitor.k is part of run.monitor
+                     if old.get(k) != new.get(k) and ".".join(k.split(".")[:2]) not in RESUMABLE_CHANGES)
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
 
 
@@ -303,6 +306,13 @@ class Trainer:
             self.last_saved = step
         barrier()
 
+    def _monitor(self):
+        """``run.monitor``'s kNN monitor (its images read now, so a bad path fails before training)."""
+        from .monitor import KnnMonitor, monitored_subnets
+
+        self.monitored = monitored_subnets(self.method.encoder, self.method.desired())
+        return KnnMonitor(self.recipe.run.monitor, self.recipe.data.image_size, self.info.device)
+
     # -- non-finite losses, checked without a host synchronisation on every step ----------------
     def _watch_finite(self, step: int, loss: torch.Tensor) -> None:
         """Remember on the device the first step whose loss is not finite (no host synchronisation)."""
@@ -416,6 +426,8 @@ class Trainer:
             elif start == 0 and self.slim_start_step == 0 and isinstance(r.method, SlimCLRRecipe):
                 log.info("no slow start: every width trains from step 0")
             run_log = _RunLog(self.out / LOG_FILE, info.is_main, start if self.resume else None)
+            board = TensorBoardLog(self.out, info.is_main, start if self.resume else None)
+            monitor = self._monitor() if r.run.monitor and info.is_main else None
             last_loss = float("nan")
             bar = tqdm(total=self.stop_step, initial=start, disable=not (info.is_main and self.progress),
                        desc=f"pretrain {r.method.name}", unit="step", dynamic_ncols=True)
@@ -427,6 +439,7 @@ class Trainer:
             self.sampler.set_position(epoch, batch, end_epoch=math.ceil(self.stop_step / self.steps_per_epoch))
             batches = iter(self.loader)
             tick, images, wait, window, first_window = time.perf_counter(), 0, 0.0, 0, True
+            saving = 0.0   # checkpoint writes inside a logging window: neither data nor compute
             self.method.train()
             for step in range(start, self.stop_step):
                 waited = time.perf_counter()
@@ -440,25 +453,37 @@ class Trainer:
                 images += r.data.batch_size
                 window += 1
                 bar.update(1)
-                log_now = done % r.run.log_every == 0 or done == self.stop_step
-                save_now = done % r.run.checkpoint_every == 0 or done == self.stop_step
+                monitor_now = epoch_due(done, self.steps_per_epoch, r.run.monitor and r.run.monitor.every_epochs)
+                keep_epoch = epoch_due(done, self.steps_per_epoch, r.run.keep_every)
+                log_now = done % r.run.log_every == 0 or done == self.stop_step or monitor_now is not None
+                save_now = done % r.run.checkpoint_every == 0 or done == self.stop_step or keep_epoch is not None
                 if log_now or save_now:
                     self._check_finite(done, loss, terms)
                 if log_now:
                     values = all_reduce_mean(torch.stack([loss.float()] + [t.float() for t in terms.values()])).tolist()
                     last_loss, values = values[0], values[1:]
                     self.last_logged = dict(zip(terms, values))
-                    elapsed = time.perf_counter() - tick
+                    elapsed = time.perf_counter() - tick - saving
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.3g}")
-                    run_log.write({"step": done, "epoch": round(done / self.steps_per_epoch, 4), "lr": lr,
-                                   "momentum": momentum, "loss": last_loss, "grad_norm": float(grad_norm),
-                                   "slim_active": ctx.slim_active,
-                                   **dict(zip(terms, values)), "images_per_s": round(images / max(elapsed, 1e-9), 2),
-                                   **self._timing(wait, elapsed, window, first_window)})
+                    record = {"step": done, "epoch": round(done / self.steps_per_epoch, 4), "lr": lr,
+                              "momentum": momentum, "loss": last_loss, "grad_norm": float(grad_norm),
+                              "slim_active": ctx.slim_active,
+                              **dict(zip(terms, values)), "images_per_s": round(images / max(elapsed, 1e-9), 2),
+                              **self._timing(wait, elapsed, window, first_window)}
+                    if monitor is not None and monitor_now is not None:   # rank 0; the others wait at the next step
+                        record.update(monitor(self.method.encoder, self.monitored))
+                    run_log.write(record)
+                    board.write(record)
                     tick, images, wait, window, first_window = time.perf_counter(), 0, 0.0, 0, False
+                    saving = 0.0
                 if save_now:
+                    saved = time.perf_counter()
                     self._save(done)
+                    saving += time.perf_counter() - saved
+                    if keep_epoch is not None and info.is_main:
+                        keep_checkpoint(self.out / CHECKPOINT_FILE, keep_epoch)
             bar.close()
+            board.close()
         if info.is_main:   # the final save diagnosed the last logged step
             for found in self.diagnosis:
                 log.warning("%s %s at the last logged step (%s; docs/demo.md: a stale queue)",

@@ -83,12 +83,17 @@ class DSPNetBYOL(PretrainMethod):
         return "+".join(str(s) for s in specs)
 
     def leaves_parameters_unused(self, ctx: StepContext) -> bool:
-        """Whether the next step's networks miss a parameter: the full network or a listed width's BN."""
+        """Whether the next step's networks miss a parameter: each listed width has its own BatchNorms,
+        so every block must run at every width, in a full-depth network or across shallower ones."""
         state = self.generator.get_state()
         specs = self.sample_subnets()
         self.generator.set_state(state)
-        full = any(s.width == self.largest.width and s.depth is None for s in specs)
-        return not (full and set(self.encoder.widths) <= {s.width for s in specs})
+        full = tuple(self.encoder.stage_blocks)
+        for width in self.encoder.widths:
+            depths = [s.depth or full for s in specs if s.width == width]
+            if not depths or any(max(d[i] for d in depths) < full[i] for i in range(len(full))):
+                return True
+        return False
 
     def sample_subnets(self) -> List[SubnetSpec]:
         """This step's sub-networks under ``method.sample`` (see the module docstring)."""
