@@ -177,6 +177,13 @@ class StreamBatches(Sampler):
         return self.steps
 
 
+def bn_mode(p: SemiParams, world: int, device: torch.device) -> str:
+    """How BatchNorm normalizes during fine-tuning: over the global batch, or each process's share."""
+    if world == 1:
+        return "global (one process)"
+    return "global (SyncBatchNorm)" if p.global_bn and device.type == "cuda" else "per process"
+
+
 def new_head(features: int, num_classes: int, init: str) -> nn.Linear:
     """The logits layer: zeros (SimCLR's ``zero_init_logits_layer``) or N(0, 0.01) weights and zero bias."""
     head = nn.Linear(features, num_classes)
@@ -201,7 +208,10 @@ def fine_tune(net: nn.Module, train, p: SemiParams, device: torch.device, seed: 
     world = dist.world_size()
     local = process_batch(p, world)
     if p.global_bn and world > 1:
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        if device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        else:  # torch's SyncBatchNorm runs on GPUs only
+            log.warning("%s: global_bn needs CUDA; BatchNorm normalizes each process's %d images", desc, local)
     net.to(device).train()
     net.requires_grad_(True)
     model = dist.wrap_ddp(net, device)
@@ -251,7 +261,8 @@ class SemiProtocol(Protocol):
         source = (f"class-balanced {p.label_fraction} seed {p.seed}" if subset_file is None
                   else f"{p.subset} ({subset_file})")
         ctx.info.update(subset_digest=digest, subset_size=len(indices), subset_source=source,
-                        global_batch=local * dist.world_size(), lr=p.lr, steps=total_steps(len(indices), p))
+                        global_batch=local * dist.world_size(), lr=p.lr, steps=total_steps(len(indices), p),
+                        batch_norm=bn_mode(p, dist.world_size(), device))
         log.info("semi: %d labelled images (subset digest %s)", len(indices), digest[:12])
         train = Subset(train_full, indices)
         val = d.split(ctx.data_root, "val", d.eval_transform())
@@ -298,6 +309,7 @@ class SemiProtocol(Protocol):
                 "epochs": p.epochs, "labelled_images": labelled, "subset": p.subset,
                 "num_classes": num_classes, "head_init": p.head_init,
                 "batch_norm": "global" if p.global_bn else "per process",
+                "batch_norm_here": bn_mode(p, world, ctx.device),
                 "train_transform": transform_names(d.train_transform(p.rrc_scale)),
                 "eval_transform": transform_names(d.eval_transform()),
             }
