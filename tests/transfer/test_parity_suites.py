@@ -136,6 +136,27 @@ def test_semi_fine_tuning_steps_as_simclr_with_zero_head_and_one_lr(ckpt, tmp_pa
     assert {r.metric for r in rows} >= {"top1", "top5"}
 
 
+def test_semi_streams_full_global_batches_split_across_processes():
+    from transfer.protocols.semi import StreamBatches
+
+    # 10 images, global batch 4, 3 epochs: SimCLR's 10 * 3 // 4 + 1 = 8 steps, every one a full batch
+    whole = list(StreamBatches(10, 4, simclr_steps(10, 3, 4), seed=0))
+    assert len(whole) == 8 and all(len(b) == 4 for b in whole)
+    flat = [i for b in whole for i in b]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))   # each epoch once
+    ranks = [list(StreamBatches(10, 4, 8, seed=0, rank=r, world=2)) for r in (0, 1)]
+    assert [sorted(a + b) for a, b in zip(*ranks)] == [sorted(b) for b in whole]              # shares of one batch
+
+
+def test_a_global_batch_the_processes_cannot_split_is_refused():
+    from pretrain.errors import ConfigError
+    from transfer.protocols.semi import SemiParams, process_batch
+
+    assert process_batch(SemiParams(batch_size=4096), 8) == 512
+    with pytest.raises(ConfigError, match=r"params\.batch_size=4096: expected a multiple of the 3 processes"):
+        process_batch(SemiParams(batch_size=4096), 3)
+
+
 @pytest.mark.parametrize("name", sorted(SIMCLR_SHA256))
 def test_simclr_subset_lists_are_pinned(name):
     shipped = REPO / "transfer" / "protocols" / "imagenet_subsets" / name
