@@ -32,6 +32,7 @@ EXECUTION_ONLY: Dict[str, Tuple[str, ...]] = {
     "linear": _PROBE,
     "linear-fast": _PROBE,
     "semi": _PROBE,
+    "stored-probe": _PROBE,
     "detectron2": ("params.num_workers", "params.num_gpus", "params.num_machines", "params.machine_rank",
                    "params.dist_url", "params.checkpoint_period"),   # SOLVER.IMS_PER_BATCH is global
     "mmseg": ("params.num_workers", "params.checkpoint_interval", "params.log_interval"),

@@ -479,9 +479,12 @@ def plot_png(board: Board) -> Optional[bytes]:
                 ax.errorbar([x], [y], yerr=[err], marker="*", markersize=11, linestyle="none", capsize=3,
                             color=colors.get(pair["checkpoint"]),
                             label=f"pretrained alone ({pair['checkpoint'].split('@')[0]})" if first else None)
-        # Published reference rows: hollow markers, one per source row, never joined to a run's line.
-        for x, y, label in plot_points(board, column):
-            ax.plot([x], [y], marker="D", markersize=7, linestyle="none", markerfacecolor="none", label=label)
+        # Published reference rows: hollow markers, one colour per published network, never joined by a line.
+        published = plot_points(board, column)
+        for label in dict.fromkeys(p[2] for p in published):
+            pts = [p for p in published if p[2] == label]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="D", markersize=7, linestyle="none",
+                    markerfacecolor="none", label=label)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())  # log-scale minor labels collide on a decade or less

@@ -73,24 +73,25 @@ def cmd_import(args: argparse.Namespace) -> int:
     if claim is not None:
         print(f"layout: {importer.name} ({claim.reason})")
     print(f"read as {importer.name}: layout defined by {importer.defined_by}")
-    print(describe_dropped(ckpt.extra))
+    print(describe_dropped(ckpt.extra, ckpt.config.get("prefix", "")))
     save_checkpoint(ckpt, args.out)
     probe = f", with its stored probe for {', '.join(ckpt.probe['subnets'])}" if ckpt.probe else ""
     print(f"wrote {args.out}: {ckpt.arch['arch']} widths {ckpt.widths} ({ckpt.method}){probe}")
     return 0
 
 
-def describe_dropped(extra: dict) -> str:
-    """One line: what an import left out (grouped key prefixes, top-level entries, objects not unpickled)."""
+def describe_dropped(extra: dict, prefix: str = "") -> str:
+    """One line: what an import left out (keys grouped by module, top-level entries, objects not unpickled)."""
     keys = extra.get("dropped_keys", []) + extra.get("dropped_outside_encoder", [])
     groups: dict = {}
     for k in keys:
+        # a head inside the encoder's prefix (MoCo's encoder_q.fc) is named by its own module
+        depth = len(prefix.split(".")) if prefix and k.startswith(prefix) else (2 if k.startswith("module.") else 1)
         parts = k.split(".")
-        head = ".".join(parts[:2]) + ".*" if len(parts) > 2 else k
+        head = ".".join(parts[:depth]) + ".*" if len(parts) > depth else k
         groups[head] = groups.get(head, 0) + 1
-    shown = ", ".join(f"{g} ({n})" if n > 1 else g for g, n in list(groups.items())[:8])
-    more = f", ... {len(groups) - 8} more groups" if len(groups) > 8 else ""
-    parts = [f"dropped {len(keys)} keys" + (f": {shown}{more}" if keys else "")]
+    shown = ", ".join(f"{g} ({n})" if n > 1 else g for g, n in groups.items())
+    parts = [f"dropped {len(keys)} keys" + (f": {shown}" if keys else "")]
     if extra.get("dropped_entries"):
         parts.append(f"entries {', '.join(extra['dropped_entries'])}")
     if extra.get("not_unpickled"):

@@ -10,7 +10,6 @@ in the last block's ``bn3.bn.{i}``.
 """
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -21,8 +20,6 @@ from ..checkpoint import Checkpoint, CheckpointError
 from ..resnet import ARCHS, SlimResNet
 from .base import Claim, ImportOptions, Importer, other_entries, register_importer, state_dict_of, under
 from .formats import WeightsFile, read_weights
-
-log = logging.getLogger(__name__)
 
 PREFIXES = ("module.encoder_q.", "module.base_encoder.", "encoder_q.", "base_encoder.")
 
@@ -97,9 +94,6 @@ class SlimCLRImporter(Importer):
                                   f"SlimCLR release (first keys: {list(sd or {})[:3]})")
         model, dropped = slimclr_encoder(under(sd, prefix), wf.path)
         outside = [k for k in sd if not k.startswith(prefix)]
-        if dropped or outside:
-            log.info("slimclr import: dropped %d non-backbone keys (e.g. %s)", len(dropped) + len(outside),
-                     (dropped + outside)[:3])
         method = "import:slimclr-" + ("mocov2" if "encoder_q" in prefix else "mocov3")
         return Checkpoint.from_model(model, method=method,
                                      config={"source": str(wf.path), "layout": self.name, "format": wf.format},
