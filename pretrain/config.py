@@ -61,13 +61,18 @@ def _convert(value: Any, tp, source: str, key: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        nested = None
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _convert(value, a, source, key)
-            except ConfigError:
+            except ConfigError as e:   # a mapping for an optional section: its own key's error says more
+                if dataclasses.is_dataclass(a) and isinstance(value, Mapping):
+                    nested = nested or e
                 continue
+        if nested is not None:
+            raise nested
         fail()
     if origin is typing.Literal:
         if value in typing.get_args(tp):

@@ -223,6 +223,31 @@ class OptimRecipe:
 
 
 @dataclass
+class MonitorRecipe:
+    """``run.monitor``: an online kNN of every sub-network on a labelled train/val pair (pretrain/monitor.py)."""
+
+    every_epochs: int = 1
+    dataset: Literal["fashion-mnist", "imagefolder"] = "fashion-mnist"
+    root: Optional[str] = None              # fashion-mnist: IDX folder (default: the package's); imagefolder:
+                                            # a folder with train/CLASS/IMAGE and val/CLASS/IMAGE
+    train_limit: Optional[int] = 5000       # evenly spaced images of each split
+    val_limit: Optional[int] = 1000
+    image_size: Optional[int] = None        # default: data.image_size
+    k: int = 20
+    temperature: float = 0.07
+    batch_size: int = 256
+
+    def validate(self) -> None:
+        if self.dataset == "imagefolder" and not self.root:
+            raise ValueError("root: an imagefolder monitor needs root: DIR holding train/ and val/")
+        if min(self.every_epochs, self.k, self.batch_size, self.image_size or 1) < 1 or self.temperature <= 0:
+            raise ValueError("every_epochs, k, batch_size and image_size must be positive, temperature > 0")
+        for key in ("train_limit", "val_limit"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key}: expected a positive number of images or null, got {getattr(self, key)}")
+
+
+@dataclass
 class RunRecipe:
     """Length, seeds, precision, checkpoints and logs."""
 
@@ -235,6 +260,8 @@ class RunRecipe:
     channels_last: bool = False             # NHWC memory format for model and inputs (faster convs on tensor cores)
     checkpoint_every: int = 1000            # steps
     log_every: int = 10                     # steps
+    keep_every: Optional[int] = None        # epochs: also keep checkpoint_epoch<E>.pt every N epochs
+    monitor: Optional[MonitorRecipe] = None  # online kNN per sub-network, logged beside the losses
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -243,6 +270,8 @@ class RunRecipe:
             raise ValueError(f"max_steps: expected >= 1 or null, got {self.max_steps}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be >= 1")
+        if self.keep_every is not None and self.keep_every < 1:
+            raise ValueError(f"keep_every: expected a positive number of epochs or null, got {self.keep_every}")
 
 
 @dataclass
@@ -313,7 +342,7 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
 
 # Keys that say where the data lives or how often to log, not what a run computes.
 DIGEST_IGNORES = ("data.root", "data.workers", "data.prefetch", "run.checkpoint_every", "run.log_every",
-                  "run.channels_last")
+                  "run.channels_last", "run.keep_every", "run.monitor")
 
 
 def recipe_digest(recipe: Recipe) -> str:
