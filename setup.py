@@ -18,6 +18,7 @@ setup(
     install_requires=["torch>=2.4", "torchvision", "numpy", "pillow", "PyYAML", "tqdm", "matplotlib"],
     extras_require={"seg": ["mmengine", "mmcv-lite", "mmsegmentation", "ftfy", "regex"],
                     "det": ["pycocotools"], "import": ["safetensors"],
+                    "cluster": ["submitit"], "tensorboard": ["tensorboard"],
                     # data.backend: dali (GPU JPEG decoding and augmentation); the CUDA 12 wheel runs on CPU too
                     "dali": ["nvidia-dali-cuda120"], "test": ["pytest", "hypothesis"]},
     entry_points={"console_scripts": ["bench = benchmarks.cli:main"]},
