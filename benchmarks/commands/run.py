@@ -28,7 +28,8 @@ def register(sub, list_sub) -> None:
     p.add_argument("--force", action="store_true", help="run again even if an identical run has finished")
     p.add_argument("--device", help="torch device (default: cuda when available)")
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+    seeds.add_argument("--seed", type=int, default=None,
+                       help="the run's seed (default: the suite's seeds, e.g. voc-det's 5 trials; else 0)")
     seeds.add_argument("--seeds", type=seed_list, metavar="S,S,...",
                        help="one run per seed, e.g. 0,1,2; finished seeds are reused "
                             "(the leaderboard shows mean ± std)")
@@ -55,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     refuse_foreign_launcher(suite)
     data_root = resolve_data_root(args.data_root)
     store = ResultsStore(args.db, mode=args.db_mode)
-    for seed in args.seeds or [args.seed]:
+    for seed in run_seeds(args, suite):
         try:
             outcome = run_suite(suite, args.checkpoint, store, data_root=data_root, out_root=args.out,
                                 subnets=args.subnets, force=args.force,
@@ -80,13 +81,20 @@ def dry_run(suite, args: argparse.Namespace) -> int:
     except DataError as e:
         print(f"bench: warning: {e}", file=sys.stderr)
         data_root = args.data_root
-    seed = (args.seeds or [args.seed])[0]
+    seed = run_seeds(args, suite)[0]
     plan = describe_suite(suite, args.checkpoint, data_root=data_root, out_root=args.out, subnets=args.subnets,
                           device=torch.device(args.device) if args.device else None, seed=seed)
     if plan["dataset_warning"]:
         print(f"bench: warning: {plan['dataset_warning']}; a real run stops here", file=sys.stderr)
     print(yaml.safe_dump(plan, sort_keys=False), end="")
     return 0
+
+
+def run_seeds(args: argparse.Namespace, suite) -> list:
+    """The seeds to run: ``--seeds``, else ``--seed``, else the suite's ``seeds`` (MoCo's VOC: 5 trials)."""
+    if args.seeds:
+        return list(args.seeds)
+    return [args.seed] if args.seed is not None else list(suite.seeds)
 
 
 def seed_list(text: str) -> list:
