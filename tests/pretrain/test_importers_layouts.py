@@ -276,3 +276,10 @@ def test_damaged_and_foreign_files(tmp_path):
     (tmp_path / "n.bin").write_bytes(pickle.dumps([1, 2]))
     with pytest.raises(CheckpointError, match="not a PyTorch or safetensors file"):
         import_file(tmp_path / "n.bin")
+
+
+def test_channels_that_fit_no_width_are_refused(tmp_path):
+    sd = encoder(source_model(1.0))
+    sd["layer4.0.conv2.weight"] = torch.zeros(256, 512, 3, 3)   # the last stage at width 0.5, the rest at 1.0
+    msg = refusal(tmp_path, sd)
+    assert "its channels fit no width of a ResNet-18 (stem 64 channels, last stage 256)" in msg
