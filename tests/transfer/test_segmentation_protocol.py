@@ -77,6 +77,7 @@ def test_width_quarter_fcn_trains_one_iteration_and_evaluates(tmp_path):
     folder = tmp_path / "run" / "w0.25" / "seed0"   # ctx.work_dir: one folder per sub-network and seed
     assert (folder / "backbone.pth").is_file() and (folder / "work_dir" / "iter_2.pth").is_file()
     assert ctx.info["accumulative_counts"] == 2 and ctx.info["global_batch_size"] == 2
+    assert list((folder / "work_dir").rglob("events.out.tfevents.*"))   # `tensorboard --logdir runs` shows it
     written = (folder / "config.py").read_text()
     assert "SlimBenchResNet" in written and "transfer.segmentation.backbone" in written
     # without its results.json the rerun resumes from the Runner checkpoint it wrote (full unpickling

@@ -160,6 +160,9 @@ def runner_config(model_cfg: Config, train_dataset: dict, val_dataset: dict, sch
         env_cfg=dict(cudnn_benchmark=cuda, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                      dist_cfg=dict(backend="nccl" if cuda else "gloo")),
         log_processor=dict(by_epoch=False),
+        # TensorBoard event files in the run's work_dir, under the same runs/ tree as the pretraining's
+        visualizer=dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend"),
+                                                         dict(type="TensorboardVisBackend")]),
         log_level="INFO",
         load_from=None,
         # an interrupted run continues from the last checkpoint in its own work_dir
