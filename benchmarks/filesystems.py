@@ -32,10 +32,10 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def read_mounts(mountinfo: "str | os.PathLike" = MOUNTINFO) -> List[Mount]:
-    """Every mount in a ``/proc/<pid>/mountinfo`` file (proc(5)); empty when the file cannot be read."""
+def read_mounts(mountinfo: "str | os.PathLike | None" = None) -> List[Mount]:
+    """Every mount in a ``/proc/<pid>/mountinfo`` file (proc(5); default ``MOUNTINFO``); empty when unreadable."""
     try:
-        text = Path(mountinfo).read_text()
+        text = Path(mountinfo if mountinfo is not None else MOUNTINFO).read_text()
     except OSError:   # not Linux, or /proc not mounted: nothing can be said
         return []
     mounts = []
@@ -49,7 +49,7 @@ def read_mounts(mountinfo: "str | os.PathLike" = MOUNTINFO) -> List[Mount]:
     return mounts
 
 
-def mount_of(path: "str | os.PathLike", mountinfo: "str | os.PathLike" = MOUNTINFO) -> Optional[Mount]:
+def mount_of(path: "str | os.PathLike", mountinfo: "str | os.PathLike | None" = None) -> Optional[Mount]:
     """The mount holding ``path`` (its nearest existing folder): the longest mount point above it."""
     target = Path(path).absolute()
     while not target.exists() and target != target.parent:
@@ -64,7 +64,7 @@ def mount_of(path: "str | os.PathLike", mountinfo: "str | os.PathLike" = MOUNTIN
     return best
 
 
-def network_filesystem(path: "str | os.PathLike", mountinfo: "str | os.PathLike" = MOUNTINFO) -> Optional[Mount]:
+def network_filesystem(path: "str | os.PathLike", mountinfo: "str | os.PathLike | None" = None) -> Optional[Mount]:
     """The network mount holding ``path``, or None when it is on a local filesystem (or nothing is known)."""
     m = mount_of(path, mountinfo)
     return m if m is not None and m.fstype.lower() in NETWORK_TYPES else None

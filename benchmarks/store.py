@@ -103,7 +103,7 @@ def default_db_mode() -> str:
     return mode
 
 
-def refuse_network_wal(path: Path, mountinfo: "str | os.PathLike" = filesystems.MOUNTINFO) -> None:
+def refuse_network_wal(path: Path, mountinfo: "str | os.PathLike | None" = None) -> None:
     """Refuse a WAL (shared) store on a network filesystem, naming the per-job mode that works there."""
     mount = filesystems.network_filesystem(path, mountinfo)
     if mount is not None:
@@ -134,7 +134,7 @@ class ResultsStore:
 
     def __init__(self, path: "str | os.PathLike | None" = None, retries: int = 50,
                  timeout: Optional[float] = None, mode: Optional[str] = None,
-                 mountinfo: "str | os.PathLike" = filesystems.MOUNTINFO):
+                 mountinfo: "str | os.PathLike | None" = None):
         self.path = Path(path) if path is not None else default_db_path()
         self.mode = mode or default_db_mode()
         if self.mode not in DB_MODES:
@@ -151,7 +151,7 @@ class ResultsStore:
         self._retry(self._init_schema)
 
     @classmethod
-    def existing(cls, path: "str | os.PathLike", mountinfo: "str | os.PathLike" = filesystems.MOUNTINFO
+    def existing(cls, path: "str | os.PathLike", mountinfo: "str | os.PathLike | None" = None
                  ) -> "ResultsStore":
         """Open an existing store in the journal mode it was written in (a reader never switches it)."""
         path = Path(path)
