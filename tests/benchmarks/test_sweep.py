@@ -62,6 +62,7 @@ def test_a_killed_cell_is_resubmitted_alone_and_the_merged_board_equals_one_by_o
     assert main(argv) == 0
     sweep = Sweep(plan, out, "local")
     assert len(sweep.cells) == 8
+    first_jobs = {c: JobRecord.load(c.folder / JOB_FILE).job_id for c in sweep.cells}
     deadline = time.monotonic() + 120
     while (victim := _running_knn_cell(sweep)) is None:   # kill a job in the middle of its run
         assert time.monotonic() < deadline, format_status(sweep.statuses(), out)
@@ -81,10 +82,9 @@ def test_a_killed_cell_is_resubmitted_alone_and_the_merged_board_equals_one_by_o
     assert main(argv + ["--wait"]) == 0
     printed = capsys.readouterr().out
     assert "8 finished, 0 running, 0 failed, 0 not started" in printed, printed
+    assert "submitted 1 of 8 cells" in printed   # the others were finished or running
     jobs = {c: JobRecord.load(c.folder / JOB_FILE).job_id for c in sweep.cells}
-    assert jobs[victim] != str(controller)   # only the victim got a new job
-    assert "submitted 1 of 8 cells" in printed or all(
-        jobs[c] != str(controller) for c in sweep.cells if c is not victim)
+    assert [c for c in sweep.cells if jobs[c] != first_jobs[c]] == [victim]
 
     merged = MergedStore(find_stores(out))
     for cell in sweep.cells:   # every cell finished once; the killed run is marked failed, never finished
@@ -113,7 +113,7 @@ def test_a_killed_cell_is_resubmitted_alone_and_the_merged_board_equals_one_by_o
 
     assert main(["leaderboard", "--runs", str(out)]) == 0
     board = capsys.readouterr().out
-    assert "train_limit=200" in board and board.count("42.00 ± 0.00 (2)") + board.count("w0.25") >= 2
+    assert "train_limit=200" in board and "w0.5" in board and "w0.25" in board
 
 
 def test_plan_errors_name_the_key_before_any_work(tmp_path):
