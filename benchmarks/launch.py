@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -63,6 +64,10 @@ def make_executor(launcher: str, folder: Path, res: Resources, name: str = "slim
         executor.update_parameters(timeout_min=res.time_min, tasks_per_node=res.tasks_per_node,
                                    gpus_per_node=res.gpus_per_node, nodes=1)
         return executor
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+    if missing:
+        raise ConfigError(f"--launcher slurm: {' and '.join(missing)} not on this machine's PATH; run from a SLURM "
+                          f"login node, or use --launcher local")
     executor = submitit.SlurmExecutor(folder=str(folder))
     params = dict(job_name=name, time=res.time_min, nodes=res.nodes, ntasks_per_node=res.tasks_per_node,
                   partition=res.partition, account=res.account, cpus_per_task=res.cpus_per_task,

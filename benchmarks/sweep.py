@@ -207,8 +207,10 @@ def cell_status(cell: Cell) -> CellStatus:
     dangling = tuple(r["run_id"] for r in runs if r["status"] == "running")
     # the run's own log when a run began (run.log in its run folder), else the job's (an error before it)
     line = last_line(cell.folder / cell.suite / runs[-1]["run_id"] / "run.log") if runs else ""
-    line = line or last_log_line(record)
-    return CellStatus(cell, "failed", record, line or "the job ended without a log line", dangling)
+    line = line or last_log_line(record) or "no log line"
+    if dangling:   # SIGKILL, OOM killer, node failure: nothing could record the end
+        line = f"job ended during run {dangling[-1]} (killed?); its log ends: {line}"
+    return CellStatus(cell, "failed", record, line, dangling)
 
 
 @dataclass

@@ -127,9 +127,17 @@ def test_plan_errors_name_the_key_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_slurm_resources_reach_the_sbatch_script(plan, tmp_path):
+def test_slurm_resources_reach_the_sbatch_script(plan, tmp_path, monkeypatch):
     """The plan's launcher block, under the command line's flags, is what sbatch is asked for."""
     from benchmarks.sweep import LauncherPlan
+
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(ConfigError, match="sbatch and srun not on this machine's PATH.*--launcher local"):
+        make_executor("slurm", tmp_path / "jobs", Resources())
+    (tmp_path / "bin").mkdir()   # a login node: sbatch and srun exist (never run here: only the script is built)
+    for tool in ("sbatch", "srun"):
+        (tmp_path / "bin" / tool).write_text("#!/bin/sh\nexit 1\n")
+        (tmp_path / "bin" / tool).chmod(0o755)
 
     text = plan.read_text().replace("time_min: 10", "time_min: 90\n  partition: gpu\n  account: slim\n"
                                     "  max_parallel: 3\n  mem_gb: 32")
