@@ -96,6 +96,8 @@ def test_one_iteration_and_evaluation_of_a_width_quarter_faster_rcnn(tmp_path):
         assert "build_resnet_backbone" in cfg_text and "RES2_OUT_CHANNELS: 64" in cfg_text
         assert f"SEED: {seed}" in cfg_text
         assert set(json.loads((run / f"seed{seed}" / "results.json").read_text())) >= {"box_AP", "box_AP50"}
+    # Detectron2's own TensorboardXWriter wrote into the work folder (under runs/: one `tensorboard --logdir runs`)
+    assert list((run / "seed0").glob("events.out.tfevents.*"))
     # a rerun finds the evaluated work folder and reports it again without training
     log_text = (run / "seed0" / "log.txt").read_text()
     assert list(proto().run(contexts[0])) == rows
