@@ -250,10 +250,23 @@ class Sweep:
                          cpus_per_task=given.get("cpus_per_job"), mem_gb=given.get("mem_gb"),
                          constraint=given.get("constraint"), array_parallelism=given.get("max_parallel"))
 
-    def submit(self, statuses: Optional[List[CellStatus]] = None) -> List[CellStatus]:
-        """Submit every cell that is neither finished nor running; returns the submitted ones."""
+    def local_slots(self, statuses: Sequence[CellStatus]) -> Optional[int]:
+        """How many more local jobs may start (``max_parallel`` minus the running cells); None: no limit.
+
+        SLURM throttles a job array itself (``%N``); the local executor starts every job at once.
+        """
+        limit = self.overrides.max_parallel or self.plan.launcher.max_parallel
+        if self.launcher != "local" or not limit:
+            return None
+        return max(0, limit - sum(s.state == "running" for s in statuses))
+
+    def submit(self, statuses: Optional[List[CellStatus]] = None, skip: Sequence[Cell] = ()) -> List[CellStatus]:
+        """Submit the cells that are neither finished nor running (not those in ``skip``; locally at most
+        ``max_parallel`` at once); returns the submitted ones."""
         statuses = self.statuses() if statuses is None else statuses
-        todo = [s for s in statuses if s.state in ("failed", "not started")]
+        todo = [s for s in statuses if s.state in ("failed", "not started") and s.cell not in skip]
+        slots = self.local_slots(statuses)
+        todo = todo if slots is None else todo[:slots]
         for s in todo:
             for run_id in s.running_runs:   # its job has ended: the run can never finish
                 ResultsStore.existing(s.cell.store_path).fail_run(
@@ -275,10 +288,14 @@ class Sweep:
                 log.info("cell %s: job %s", describe(s.cell), s.job.job_id)
         return todo
 
-    def wait(self) -> List[CellStatus]:
-        """Poll until no cell is running; returns the final statuses."""
+    def wait(self, submitted: Sequence[CellStatus] = ()) -> List[CellStatus]:
+        """Poll until no cell is running, starting local cells held back by ``max_parallel`` as slots free
+        (each at most once: a cell that fails again waits for the next `bench sweep`); the final statuses."""
+        tried = [s.cell for s in submitted]
         while True:
             statuses = self.statuses()
+            if self.local_slots(statuses):
+                tried += [s.cell for s in self.submit(statuses, skip=tried)]
             if not any(s.state == "running" for s in statuses):
                 return statuses
             time.sleep(self.poll_s)

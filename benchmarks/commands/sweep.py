@@ -43,11 +43,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(format_status(statuses, sweep.out))
         return 0
     submitted = sweep.submit(statuses)
-    print(f"submitted {len(submitted)} of {len(statuses)} cells ({args.launcher}); the others are "
-          f"finished or running" if len(submitted) < len(statuses) else
-          f"submitted {len(submitted)} cells ({args.launcher})")
+    waiting = sum(s.state in ("failed", "not started") for s in statuses)
+    print(f"submitted {len(submitted)} of {len(statuses)} cells ({args.launcher}); "
+          + (f"{waiting} wait for a free slot (max_parallel)" if waiting else "the others are finished or running")
+          if len(submitted) < len(statuses) else f"submitted {len(submitted)} cells ({args.launcher})")
     if args.wait:
-        statuses = sweep.wait()
+        statuses = sweep.wait(submitted)
         print(format_status(statuses, sweep.out))
         return 0 if all(s.state == "finished" for s in statuses) else 1
     print(f"`bench sweep {args.plan} --out {out} --status` shows where they stand; "

@@ -153,3 +153,17 @@ def test_slurm_resources_reach_the_sbatch_script(plan, tmp_path, monkeypatch):
                  "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=6", "#SBATCH --mem=32GB",
                  "#SBATCH --signal=USR2@120"):
         assert line in script, script
+
+
+@pytest.mark.slow
+def test_max_parallel_holds_local_cells_back_until_a_slot_frees(plan, tmp_path, capsys):
+    data = yaml.safe_load(plan.read_text())
+    plan.write_text(yaml.safe_dump({**data, "suites": ["complexity"], "overrides": {}, "seeds": [0],
+                                    "launcher": {"time_min": 10, "max_parallel": 1}}))
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(plan), "--out", str(out), "--launcher", "local", "--wait"]) == 0
+    printed = capsys.readouterr().out
+    assert "submitted 1 of 2 cells (local); 1 wait for a free slot" in printed
+    assert "2 cells in" in printed and "2 finished" in printed
+    runs = sorted(MergedStore(find_stores(out)).runs(), key=lambda r: r["started_at"])
+    assert len(runs) == 2 and runs[0]["ended_at"] < runs[1]["started_at"]   # one after the other
