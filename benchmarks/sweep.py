@@ -15,7 +15,7 @@ launcher:                    # SLURM settings; command-line flags override them
   gpus_per_job: 1            # default: the suite's params.num_gpus where it has one, else 1
   cpus_per_job: 10
   mem_gb: 64
-  max_parallel: 64           # cells of one submission running at once (a SLURM job array's %N)
+  max_parallel: 64           # cells running at once: a SLURM job array's %N; locally, the rest wait for a slot
 ```
 
 A cell's folder, ``<out>/cells/<checkpoint>@<digest8>/<suite>[+<overrides6>]/<subnet>/seed<S>``,

@@ -26,7 +26,7 @@ def register(sub, list_sub) -> None:
                                                     "params.num_gpus where it has one, else 1)")
     p.add_argument("--cpus-per-job", type=int)
     p.add_argument("--mem-gb", type=int)
-    p.add_argument("--max-parallel", type=int, help="cells of one submission running at once (SLURM array %%N)")
+    p.add_argument("--max-parallel", type=int, help="cells running at once (SLURM: the array's %%N; local: the rest wait for a slot)")
     p.set_defaults(func=cmd_sweep)
 
 
