@@ -37,7 +37,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                          gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb,
                          max_parallel=args.max_parallel)
     out = args.out or Path("runs") / "sweeps" / args.plan.stem
-    sweep = Sweep(args.plan, out, args.launcher, flags)
+    sweep = Sweep(args.plan, out, args.launcher, flags, poll_s=2.0 if args.launcher == "local" else 30.0)
     statuses = sweep.statuses()
     if args.status:
         print(format_status(statuses, sweep.out))
