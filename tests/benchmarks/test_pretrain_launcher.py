@@ -44,7 +44,6 @@ def test_two_processes_through_the_local_executor_join_one_ddp_run(recipe_file, 
     assert "already holds a run" in capsys.readouterr().err and len(list((out / "jobs").iterdir())) == jobs
 
 
-@pytest.mark.slow
 def test_a_requeued_job_resumes_from_the_last_checkpoint(recipe_file, tmp_path, monkeypatch):
     _, data = recipe_file
     data = {**data, "data": {**data["data"], "batch_size": 4}}
