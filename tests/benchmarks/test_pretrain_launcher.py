@@ -1,4 +1,6 @@
 """`bench pretrain --launcher local`: a two-process DDP run from submitit's distributed environment."""
+import json
+
 import pytest
 import torch
 import yaml
@@ -61,3 +63,38 @@ def test_a_requeued_job_resumes_from_the_last_checkpoint(recipe_file, tmp_path, 
     longer = PretrainJob(parse_recipe({**data, "run": {**data["run"], "max_steps": 3}}, "tiny"), out).checkpoint()
     assert longer.function().steps == 3   # resumed at step 2 (a fresh run would be refused: the state exists)
     assert torch.load(out / STATE_FILE, weights_only=False)["step"] == 3
+
+
+@pytest.mark.slow
+def test_a_preempted_local_job_is_requeued_by_submitit_and_resumes(recipe_file, tmp_path):
+    """The signal SLURM sends before a time limit or preemption, delivered to the running task: submitit calls
+    ``PretrainJob.checkpoint``, the local controller starts the requeued job, and it resumes from the last save."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from submitit.local.local import LocalJobEnvironment
+
+    from benchmarks.launch import Resources, make_executor
+
+    _, data = recipe_file
+    data = {**data, "data": {**data["data"], "batch_size": 4},
+            "run": {**data["run"], "epochs": 20, "max_steps": None, "checkpoint_every": 10, "log_every": 10}}
+    out = tmp_path / "run"
+    executor = make_executor("local", tmp_path / "jobs", Resources(time_min=10))
+    job = executor.submit(PretrainJob(parse_recipe(data, "tiny"), out))
+    deadline = time.monotonic() + 120
+    while not (out / STATE_FILE).exists():   # the first save (step 10 of 80)
+        assert time.monotonic() < deadline and job.state == "RUNNING", job.stderr()
+        time.sleep(0.01)
+    task = int(Path(f"/proc/{job.job_id}/task/{job.job_id}/children").read_text().split()[0])
+    os.kill(task, LocalJobEnvironment._usr_sig())
+    result = job.result()
+    assert result.steps == result.total_steps == 80
+    log = job.stderr()
+    assert "Requeued" in log and log.count("task 0 of 1") == 2
+    starts = [int(line.rsplit("from step ", 1)[1]) for line in log.splitlines() if "from step " in line]
+    assert starts[0] == 0 and len(starts) == 2 and starts[1] >= 10 and starts[1] % 10 == 0
+    steps = [json.loads(line)["step"] for line in (out / LOG_FILE).read_text().splitlines()]
+    assert steps == list(range(10, 81, 10))   # resumed at its last save: nothing lost, nothing twice
