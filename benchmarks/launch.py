@@ -11,10 +11,10 @@ import json
 import os
 import shutil
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Sequence
 
 from pretrain.checkpoint import atomic_write_bytes
 from pretrain.errors import ConfigError
@@ -90,11 +90,12 @@ class JobRecord:
     folder: str
     host: str
     submitted_at: str
+    gpus: List[int] = field(default_factory=list)   # local jobs: the GPUs it was given (CUDA_VISIBLE_DEVICES)
 
     @classmethod
-    def of(cls, launcher: str, job) -> "JobRecord":
+    def of(cls, launcher: str, job, gpus: Sequence[int] = ()) -> "JobRecord":
         return cls(launcher, str(job.job_id), str(Path(job.paths.folder).resolve()), socket.gethostname(),
-                   datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                   datetime.now(timezone.utc).isoformat(timespec="seconds"), list(gpus))
 
     def save(self, path: Path) -> None:
         atomic_write_bytes(path, json.dumps(asdict(self), indent=1).encode())
@@ -157,6 +158,22 @@ def last_log_line(record: Optional[JobRecord]) -> str:
         if line:
             return line
     return ""
+
+
+def assign_gpus(devices: int, per_job: int, busy: Sequence[int], jobs: int) -> List[List[int]]:
+    """GPUs for each of ``jobs`` local jobs of ``per_job`` GPUs: the least used first (``busy``: one entry per
+    running job using that GPU), so jobs spread over the machine instead of all sharing GPU 0."""
+    use = {g: 0 for g in range(devices)}
+    for g in busy:
+        if g in use:
+            use[g] += 1
+    out = []
+    for _ in range(jobs):
+        chosen = sorted(use, key=lambda g: (use[g], g))[:per_job]
+        for g in chosen:
+            use[g] += 1
+        out.append(sorted(chosen))
+    return out
 
 
 def default_gpus() -> int:

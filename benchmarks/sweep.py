@@ -49,7 +49,8 @@ import submitit
 from pretrain.config import from_dict, load_yaml
 from pretrain.errors import ConfigError, SlimBenchError
 
-from .launch import DEFAULT_TIME_MIN, JobRecord, Resources, job_state, last_line, last_log_line, make_executor
+from .launch import (DEFAULT_TIME_MIN, JobRecord, Resources, assign_gpus, default_gpus, job_state, last_line,
+                     last_log_line, make_executor)
 from .merged import STORE_FILE
 from .store import ResultsStore
 
@@ -240,7 +241,6 @@ class Sweep:
         gpus = given.get("gpus_per_job")
         if gpus is None:
             if self.launcher == "local":
-                from .launch import default_gpus
                 gpus = min(1, default_gpus())
             else:
                 suite_gpus = getattr(load_suite(cell.suite, cell.overrides).params, "num_gpus", None)
@@ -276,13 +276,23 @@ class Sweep:
         for s in todo:
             groups.setdefault(tuple(vars(self.resources(s.cell)).items()), []).append(s)
         for key, group in groups.items():
-            executor = make_executor(self.launcher, self.out / "jobs", Resources(**dict(key)),
-                                     name=f"sweep-{self.plan_path.stem}")
-            with executor.batch():   # one SLURM job array per set of resources
-                jobs = [executor.submit(CellJob(s.cell.argv(self.plan.data_root))) for s in group]
-            for s, job in zip(group, jobs):
+            res = Resources(**dict(key))
+            executor = make_executor(self.launcher, self.out / "jobs", res, name=f"sweep-{self.plan_path.stem}")
+            gpus: List[List[int]] = [[] for _ in group]
+            if self.launcher == "local" and res.gpus_per_node:
+                # submitit's local executor gives every job GPUs 0..G-1 unless told which: spread them
+                busy = [g for st in statuses if st.state == "running" and st.job for g in st.job.gpus]
+                gpus = assign_gpus(max(default_gpus(), res.gpus_per_node), res.gpus_per_node, busy, len(group))
+                jobs = []
+                for s, visible in zip(group, gpus):
+                    executor.update_parameters(visible_gpus=visible)
+                    jobs.append(executor.submit(CellJob(s.cell.argv(self.plan.data_root))))
+            else:
+                with executor.batch():   # one SLURM job array per set of resources
+                    jobs = [executor.submit(CellJob(s.cell.argv(self.plan.data_root))) for s in group]
+            for s, job, visible in zip(group, jobs, gpus):
                 s.cell.folder.mkdir(parents=True, exist_ok=True)
-                s.job = JobRecord.of(self.launcher, job)
+                s.job = JobRecord.of(self.launcher, job, visible)
                 s.job.save(s.cell.folder / JOB_FILE)
                 s.state, s.detail = "running", "submitted"
                 log.info("cell %s: job %s", describe(s.cell), s.job.job_id)

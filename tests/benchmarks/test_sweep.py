@@ -167,3 +167,12 @@ def test_max_parallel_holds_local_cells_back_until_a_slot_frees(plan, tmp_path, 
     assert "2 cells in" in printed and "2 finished" in printed
     runs = sorted(MergedStore(find_stores(out)).runs(), key=lambda r: r["started_at"])
     assert len(runs) == 2 and runs[0]["ended_at"] < runs[1]["started_at"]   # one after the other
+
+
+def test_local_jobs_spread_over_the_gpus_least_used_first():
+    from benchmarks.launch import assign_gpus
+
+    assert assign_gpus(4, 1, [], 6) == [[0], [1], [2], [3], [0], [1]]
+    assert assign_gpus(4, 1, [0, 1, 1], 3) == [[2], [3], [0]]   # GPUs 0 and 1 already run cells
+    assert assign_gpus(8, 2, [0], 3) == [[1, 2], [3, 4], [5, 6]]
+    assert assign_gpus(1, 1, [0], 2) == [[0], [0]]   # one GPU: every job shares it
