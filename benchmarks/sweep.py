@@ -103,12 +103,13 @@ class Cell:
 
     checkpoint: Path
     checkpoint_digest: str
-    suite: str
+    suite: str                   # as the plan names it (a name in configs/suites or a path)
     overrides: Tuple[str, ...]
     subnet: str
     seed: int
     run_digest: str
     folder: Path
+    suite_name: str = ""         # the loaded suite's name: its run folders are <folder>/<suite_name>/<run id>
 
     @property
     def store_path(self) -> Path:
@@ -178,12 +179,12 @@ def plan_cells(plan: Plan, out: Path) -> List[Cell]:
         specs = resolve_subnets(plan.subnets, ckpt)
         for name in plan.suites:
             suite, overrides = suites[name], tuple(plan.overrides.get(name, []))
-            label = name + (f"+{_short_hash(overrides)}" if overrides else "")
+            label = suite.name + (f"+{_short_hash(overrides)}" if overrides else "")
             for spec in specs:
                 for seed in plan.seeds:
                     folder = out / "cells" / f"{ckpt_path.stem}@{digest[:8]}" / label / str(spec) / f"seed{seed}"
                     cells.append(Cell(ckpt_path, digest, name, overrides, str(spec), int(seed),
-                                      suite.digest([spec], seed), folder.resolve()))
+                                      suite.digest([spec], seed), folder.resolve(), suite.name))
     return cells
 
 
@@ -207,7 +208,7 @@ def cell_status(cell: Cell) -> CellStatus:
                           f"{record.host}; its state can only be read there)")
     dangling = tuple(r["run_id"] for r in runs if r["status"] == "running")
     # the run's own log when a run began (run.log in its run folder), else the job's (an error before it)
-    line = last_line(cell.folder / cell.suite / runs[-1]["run_id"] / "run.log") if runs else ""
+    line = last_line(cell.folder / cell.suite_name / runs[-1]["run_id"] / "run.log") if runs else ""
     line = line or last_log_line(record) or "no log line"
     if dangling:   # SIGKILL, OOM killer, node failure: nothing could record the end
         line = f"job ended during run {dangling[-1]} (killed?); its log ends: {line}"
@@ -318,7 +319,7 @@ def describe(cell: Cell) -> str:
 def format_status(statuses: Sequence[CellStatus], out: Path) -> str:
     """The table `bench sweep --status` prints: one line per cell, then the count of each state."""
     rows = [(f"{s.cell.checkpoint.stem}@{s.cell.checkpoint_digest[:8]}",
-             s.cell.suite + ("*" if s.cell.overrides else ""), s.cell.subnet, str(s.cell.seed), s.state,
+             s.cell.suite_name + ("*" if s.cell.overrides else ""), s.cell.subnet, str(s.cell.seed), s.state,
              s.job.job_id if s.job else "-", s.detail) for s in statuses]
     head = ("checkpoint", "suite", "subnet", "seed", "status", "job", "detail")
     widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head) - 1)]

@@ -176,3 +176,16 @@ def test_local_jobs_spread_over_the_gpus_least_used_first():
     assert assign_gpus(4, 1, [0, 1, 1], 3) == [[2], [3], [0]]   # GPUs 0 and 1 already run cells
     assert assign_gpus(8, 2, [0], 3) == [[1, 2], [3, 4], [5, 6]]
     assert assign_gpus(1, 1, [0], 2) == [[0], [0]]   # one GPU: every job shares it
+
+
+def test_a_suite_named_by_its_path_gets_the_folder_of_its_name(plan, tmp_path, capsys):
+    suite = tmp_path / "suites" / "mine.yaml"
+    suite.parent.mkdir()
+    suite.write_text(yaml.safe_dump({"name": "my-complexity", "protocol": "complexity", "subnets": "all"}))
+    data = yaml.safe_load(plan.read_text())
+    plan.write_text(yaml.safe_dump({**data, "suites": [str(suite)], "overrides": {}, "seeds": [0]}))
+    sweep = Sweep(plan, tmp_path / "out", "local")
+    assert [c.folder.parent.parent.name for c in sweep.cells] == ["my-complexity"] * 2
+    assert main(["sweep", str(plan), "--out", str(tmp_path / "out"), "--launcher", "local", "--status"]) == 0
+    table = capsys.readouterr().out
+    assert table.count("my-complexity") == 2 and "2 not started" in table
