@@ -183,14 +183,31 @@ def save_checkpoint(ckpt: Checkpoint, path: "str | os.PathLike") -> Path:
     return ckpt.path
 
 
-def read_torch_file(path: "str | os.PathLike", what: str = "checkpoint") -> Any:
-    """``torch.load(weights_only=True)`` with one clear error for missing, empty, truncated or foreign files."""
-    path = Path(path)
+def present_file_size(path: Path, what: str = "checkpoint") -> int:
+    """The size of ``path``, or one clear error when it is missing or empty."""
     if not path.is_file():
         raise CheckpointError(f"{what} {path}: no such file")
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{what} {path}: the file is empty (0 bytes)")
+    return size
+
+
+def check_zip_crcs(path: Path, what: str = "checkpoint") -> None:
+    """Refuse a damaged zip archive: torch.load does not check the CRCs, so damaged tensor bytes would load silently."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise CheckpointError(f"{what} {path}: damaged archive ({e})") from None
+    if bad is not None:
+        raise CheckpointError(f"{what} {path}: damaged: the checksum of member {bad!r} does not match")
+
+
+def read_torch_file(path: "str | os.PathLike", what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` with one clear error for missing, empty, truncated or foreign files."""
+    path = Path(path)
+    size = present_file_size(path, what)
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as f:
             head = f.read(8)
@@ -198,13 +215,7 @@ def read_torch_file(path: "str | os.PathLike", what: str = "checkpoint") -> Any:
             f"{what} {path}: not a PyTorch file ({size} bytes starting with {head!r}); "
             f"it may be truncated or in another format"
         )
-    try:  # torch.load does not check the archive's CRCs: damaged tensor bytes would load silently
-        with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise CheckpointError(f"{what} {path}: damaged archive ({e})") from None
-    if bad is not None:
-        raise CheckpointError(f"{what} {path}: damaged: the checksum of member {bad!r} does not match")
+    check_zip_crcs(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for damaged archives

@@ -20,7 +20,7 @@ from typing import Any, List
 
 import torch
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, check_zip_crcs, present_file_size
 
 FORMATS = ("safetensors", "zip", "legacy")
 _UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+) was not an allowed global")
@@ -74,11 +74,7 @@ def _is_legacy_torch(path: Path) -> bool:
 def read_weights(path: "str | Path", what: str = "checkpoint") -> WeightsFile:
     """Load ``path`` (safetensors, zip or legacy torch format) with one clear error for what cannot be read."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{what} {path}: no such file")
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"{what} {path}: the file is empty (0 bytes)")
+    size = present_file_size(path, what)
     if _is_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -88,7 +84,7 @@ def read_weights(path: "str | Path", what: str = "checkpoint") -> WeightsFile:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{what} {path}: damaged safetensors file ({e})") from None
     if zipfile.is_zipfile(path):
-        _check_zip(path, what)
+        check_zip_crcs(path, what)
         fmt = "zip"
     elif _is_legacy_torch(path):
         fmt = "legacy"
@@ -99,16 +95,6 @@ def read_weights(path: "str | Path", what: str = "checkpoint") -> WeightsFile:
                               f"{head!r}); it may be truncated or in another format")
     obj, names = _torch_load(path, fmt, what)
     return WeightsFile(path, obj, fmt, names)
-
-
-def _check_zip(path: Path, what: str) -> None:
-    try:  # torch.load does not check the archive's CRCs: damaged tensor bytes would load silently
-        with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise CheckpointError(f"{what} {path}: damaged archive ({e})") from None
-    if bad is not None:
-        raise CheckpointError(f"{what} {path}: damaged: the checksum of member {bad!r} does not match")
 
 
 def _torch_load(path: Path, fmt: str, what: str):
