@@ -30,6 +30,7 @@ the JPEG bytes are read there too.
 """
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -113,35 +114,20 @@ def jpeg_size(data: bytes) -> Tuple[int, int]:
 class ViewSource:
     """DALI's per-sample external source: the k-th sample of this rank's stream and its views' parameters.
 
-    Picklable (plain paths, the sampler's integers and the view operations), so DALI's Python workers
-    each hold a copy; each caches the shuffled order of the epoch it is in.
+    Picklable (plain paths, a copy of the sampler and the view operations), so DALI's Python workers
+    each hold a copy; each caches the shuffled order of the epoch it is in (``ResumableSampler.item``).
     """
 
     def __init__(self, files: Sequence[str], labels: Sequence[int], sampler: ResumableSampler, views: List[list]):
         self.files, self.labels, self.views = list(files), np.asarray(labels, dtype=np.int64), views
-        self.seed, self.rank, self.world = sampler.seed, sampler.rank, sampler.world_size
-        self.per_rank, self.global_batch = sampler.batch_per_rank, sampler.global_batch
-        self.batches_per_epoch, self.num_samples = sampler.batches_per_epoch, sampler.num_samples
-        self.first_step = sampler.epoch * sampler.batches_per_epoch + sampler.start_batch
+        self.sampler = copy.copy(sampler)   # this pass's position, whatever the trainer does to its own
         self.length = len(sampler)
-        self._order: Tuple[int, Optional[torch.Tensor]] = (-1, None)
-
-    def item(self, k: int) -> Tuple[int, int]:
-        """(index, augmentation seed) of the k-th sample this rank yields (as ``ResumableSampler`` does)."""
-        from .loader import augment_seed
-        step, offset = divmod(k, self.per_rank)
-        epoch, batch = divmod(self.first_step + step, self.batches_per_epoch)
-        if self._order[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._order = (epoch, torch.randperm(self.num_samples, generator=g))
-        index = int(self._order[1][batch * self.global_batch + self.rank * self.per_rank + offset])
-        return index, augment_seed(self.seed, epoch, index)
 
     def __call__(self, info):
         k = info.idx_in_epoch
         if k >= self.length:
             raise StopIteration
-        index, seed = self.item(k)
+        index, seed = self.sampler.item(k)
         data = np.fromfile(self.files[index], dtype=np.uint8)
         height, width = jpeg_size(data.tobytes())
         with torch.random.fork_rng(devices=[]):

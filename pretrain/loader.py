@@ -82,6 +82,17 @@ class ResumableSampler(Sampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.num_samples, generator=g).tolist()
 
+    def item(self, k: int) -> Tuple[int, int]:
+        """The k-th ``(index, seed)`` this rank yields from the position set (what ``__iter__`` yields k-th)."""
+        step, offset = divmod(k, self.batch_per_rank)
+        epoch, batch = divmod(self.epoch * self.batches_per_epoch + self.start_batch + step, self.batches_per_epoch)
+        cached = getattr(self, "_order", None)
+        if cached is None or cached[0] != epoch:   # one shuffle per epoch, held as a tensor
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._order = cached = (epoch, torch.randperm(self.num_samples, generator=g))
+        index = int(cached[1][batch * self.global_batch + self.rank * self.batch_per_rank + offset])
+        return index, augment_seed(self.seed, epoch, index)
+
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         for epoch in range(self.epoch, self.end_epoch):
             order = self.epoch_order(epoch)

@@ -133,3 +133,11 @@ def test_blur_can_be_dropped_and_views_have_the_image_size(kind):
 def test_unknown_augmentation_is_named():
     with pytest.raises(ValueError, match="unknown augmentation 'simclr'"):
         two_view_transforms("simclr", 32)
+
+
+def test_sampler_item_is_what_iteration_yields_kth():
+    from pretrain.loader import ResumableSampler
+
+    sampler = ResumableSampler(10, 2, seed=3, rank=1, world_size=2)
+    sampler.set_position(0, 1, end_epoch=3)
+    assert [sampler.item(k) for k in range(len(sampler))] == list(sampler)
