@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from .checkpoint import Checkpoint, atomic_torch_save, atomic_write_bytes, save_checkpoint
 from .cost import TrainingCost, count_flops, device_kind
+from .diagnostics import GradientDiagnostics
 from .distributed import DistInfo, all_reduce_mean, all_reduce_min, barrier, init_from_env
 from .keep import epoch_due, keep_checkpoint
 from .errors import SlimBenchError
@@ -53,10 +54,14 @@ STATE_FORMAT = "slimbench.train_state"
 # A logging window whose data wait exceeds this share of its wall time is reported (not the first,
 # which includes starting the workers).
 DATA_BOUND_SHARE = 0.5
+# The trainer's one clock (data wait, compute time, wall time); a module attribute so that tests
+# drive it and assert on timing without depending on the machine's speed or load.
+clock = time.perf_counter
 NO_BAD_STEP = 2 ** 62   # "no step had a non-finite loss" (a minimum over ranks keeps the first bad step)
 # Keys that may change between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = ("run.max_steps", "run.checkpoint_every", "run.log_every", "data.workers", "data.prefetch",
-                     "run.channels_last", "run.keep_every", "run.monitor")
+                     "run.channels_last", "run.keep_every", "run.monitor", "run.diagnose_every",
+                     "run.diagnose_cosine")
 
 
 class TrainingError(SlimBenchError):
@@ -251,6 +256,7 @@ class Trainer:
         self.schedule = lr_schedule(r, self.steps_per_epoch)
         self.model: nn.Module = self.method
         self.find_unused: Optional[bool] = None   # the DDP wrapper's setting, once wrapped
+        self.diagnostics: Optional[GradientDiagnostics] = None   # run.diagnose_every's, set when the loop starts
 
     def _wrap_for(self, ctx: StepContext) -> None:
         """Wrap the method in DDP with ``find_unused_parameters`` only while a step leaves parameters unused.
@@ -286,7 +292,7 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
     def _save(self, step: int) -> None:
-        self.cost.segments[-1].wall_time_s = time.perf_counter() - self.segment_start
+        self.cost.segments[-1].wall_time_s = clock() - self.segment_start
         if self.info.is_main:
             encoder = self.method.encoder
             extra = {"steps": step, "total_steps": self.total_steps, "epoch": step / self.steps_per_epoch,
@@ -339,11 +345,18 @@ class Trainer:
         set_lr(self.optimizer, lr)
         signature = self.method.step_signature(ctx)
         measure = signature not in self.cost.flops_per_step   # the first step of each kind is counted
+        diagnose = self.diagnostics is not None and (step + 1) % self.recipe.run.diagnose_every == 0
+        own_grads = None
+        if diagnose and self.recipe.run.diagnose_cosine:
+            self.method.network_losses = {}
         with count_flops(measure) as counter:
             with torch.autocast(self.info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss, terms = self.model(view1, view2, ctx)
             self._watch_finite(step, loss)
             self.optimizer.zero_grad(set_to_none=True)
+            if self.method.network_losses is not None:   # each network's own gradient, before the summed one
+                own_grads = self.diagnostics.network_gradients(self.method.network_losses)
+                self.method.network_losses = None
             self.scaler.scale(loss).backward()
         if measure:   # every rank runs the same networks on an equal share of the batch
             self.cost.flops_per_step[signature] = float(counter.get_total_flops()) * self.info.world_size
@@ -353,6 +366,8 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         grad_norm = nn.utils.get_total_norm([p.grad for p in params])
+        # Interference diagnostics read the true gradient of this step, before clipping changes it.
+        diagnosis = self.diagnostics.measure(step + 1, terms, own_grads) if diagnose and self.info.is_main else None
         if self.recipe.optim.grad_clip is not None:
             nn.utils.clip_grads_with_norm_(params, self.recipe.optim.grad_clip, grad_norm)
         self.scaler.step(self.optimizer)
@@ -360,7 +375,7 @@ class Trainer:
         momentum = self.method.update_target(ctx)
         # loss, terms and grad_norm stay tensors: read on logging steps only, so no other step waits
         # for the device (with float16 AMP, GradScaler.step still reads its inf check every step)
-        return ctx, lr, momentum, loss.detach(), terms, grad_norm
+        return ctx, lr, momentum, loss.detach(), terms, grad_norm, diagnosis
 
     def _prepare(self, view: torch.Tensor) -> torch.Tensor:
         """A batch of views on the device, normalised, in the run's memory format."""
@@ -415,7 +430,7 @@ class Trainer:
             self.cost = TrainingCost()
             start = self._restore() if self.resume else 0
             self.cost.start_segment(device_kind(info.device), info.world_size)
-            self.segment_start = time.perf_counter()
+            self.segment_start = clock()
             if self.resume:
                 self.last_saved = start
             if info.is_main:
@@ -428,6 +443,9 @@ class Trainer:
             run_log = _RunLog(self.out / LOG_FILE, info.is_main, start if self.resume else None)
             board = TensorBoardLog(self.out, info.is_main, start if self.resume else None)
             monitor = self._monitor() if r.run.monitor and info.is_main else None
+            self.diagnostics = GradientDiagnostics(
+                self.method, r.data.image_size, self.out, info.is_main, start if self.resume else None,
+                cosine=r.run.diagnose_cosine) if r.run.diagnose_every else None
             last_loss = float("nan")
             bar = tqdm(total=self.stop_step, initial=start, disable=not (info.is_main and self.progress),
                        desc=f"pretrain {r.method.name}", unit="step", dynamic_ncols=True)
@@ -438,17 +456,17 @@ class Trainer:
             epoch, batch = divmod(start, self.steps_per_epoch)
             self.sampler.set_position(epoch, batch, end_epoch=math.ceil(self.stop_step / self.steps_per_epoch))
             batches = iter(self.loader)
-            tick, images, wait, window, first_window = time.perf_counter(), 0, 0.0, 0, True
+            tick, images, wait, window, first_window = clock(), 0, 0.0, 0, True
             saving = 0.0   # checkpoint writes inside a logging window: neither data nor compute
             self.method.train()
             for step in range(start, self.stop_step):
-                waited = time.perf_counter()
+                waited = clock()
                 view1, view2 = next(batches)
-                wait += time.perf_counter() - waited
+                wait += clock() - waited
                 view1, view2 = self._prepare(view1), self._prepare(view2)
                 if step == self.slim_start_step and step > 0:
                     log.info(self._slim_start_message())
-                ctx, lr, momentum, loss, terms, grad_norm = self._step(step, view1, view2)
+                ctx, lr, momentum, loss, terms, grad_norm, diagnosis = self._step(step, view1, view2)
                 done = step + 1
                 images += r.data.batch_size
                 window += 1
@@ -463,7 +481,7 @@ class Trainer:
                     values = all_reduce_mean(torch.stack([loss.float()] + [t.float() for t in terms.values()])).tolist()
                     last_loss, values = values[0], values[1:]
                     self.last_logged = dict(zip(terms, values))
-                    elapsed = time.perf_counter() - tick - saving
+                    elapsed = clock() - tick - saving
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.3g}")
                     record = {"step": done, "epoch": round(done / self.steps_per_epoch, 4), "lr": lr,
                               "momentum": momentum, "loss": last_loss, "grad_norm": float(grad_norm),
@@ -472,14 +490,20 @@ class Trainer:
                               **self._timing(wait, elapsed, window, first_window)}
                     if monitor is not None and monitor_now is not None:   # rank 0; the others wait at the next step
                         record.update(monitor(self.method.encoder, self.monitored))
+                    if diagnosis:
+                        record.update(diagnosis)
                     run_log.write(record)
                     board.write(record)
-                    tick, images, wait, window, first_window = time.perf_counter(), 0, 0.0, 0, False
+                elif diagnosis:   # a diagnostic step between logging steps gets its own line
+                    record = {"step": done, "epoch": round(done / self.steps_per_epoch, 4), **diagnosis}
+                    run_log.write(record)
+                    board.write(record)
+                    tick, images, wait, window, first_window = clock(), 0, 0.0, 0, False
                     saving = 0.0
                 if save_now:
-                    saved = time.perf_counter()
+                    saved = clock()
                     self._save(done)
-                    saving += time.perf_counter() - saved
+                    saving += clock() - saved
                     if keep_epoch is not None and info.is_main:
                         keep_checkpoint(self.out / CHECKPOINT_FILE, keep_epoch)
             bar.close()
