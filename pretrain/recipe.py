@@ -262,6 +262,10 @@ class RunRecipe:
     log_every: int = 10                     # steps
     keep_every: Optional[int] = None        # epochs: also keep checkpoint_epoch<E>.pt every N epochs
     monitor: Optional[MonitorRecipe] = None  # online kNN per sub-network, logged beside the losses
+    diagnose_every: Optional[int] = None    # steps: gradient norms per sub-network, their ratios and the head's
+                                            # gradient (pretrain/diagnostics.py, SlimCLR's Figure 3); null: off
+    diagnose_cosine: bool = False           # on those steps also each sub-network's gradient cosine to the full
+                                            # network's (SlimBench's; one extra backward pass per network)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -270,6 +274,10 @@ class RunRecipe:
             raise ValueError(f"max_steps: expected >= 1 or null, got {self.max_steps}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be >= 1")
+        if self.diagnose_every is not None and self.diagnose_every < 1:
+            raise ValueError(f"diagnose_every: expected a positive number of steps or null, got {self.diagnose_every}")
+        if self.diagnose_cosine and self.diagnose_every is None:
+            raise ValueError("diagnose_cosine: true needs diagnose_every: N (the steps it measures on)")
         if self.keep_every is not None and self.keep_every < 1:
             raise ValueError(f"keep_every: expected a positive number of epochs or null, got {self.keep_every}")
 
@@ -342,7 +350,7 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
 
 # Keys that say where the data lives or how often to log, not what a run computes.
 DIGEST_IGNORES = ("data.root", "data.workers", "data.prefetch", "run.checkpoint_every", "run.log_every",
-                  "run.channels_last", "run.keep_every", "run.monitor")
+                  "run.channels_last", "run.keep_every", "run.monitor", "run.diagnose_every", "run.diagnose_cosine")
 
 
 def recipe_digest(recipe: Recipe) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple, Type
+from typing import Callable, Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn as nn
@@ -80,6 +80,9 @@ class PretrainMethod(nn.Module):
         self.encoder = encoder
         self.cfg = method_recipe
         self.seed = seed
+        # Set to {} for one step to keep each network's own loss, with its graph, by name (the trainer's
+        # gradient-cosine diagnostic, run.diagnose_cosine); None keeps nothing.
+        self.network_losses: Optional[Dict[str, torch.Tensor]] = None
 
     def momentum_at(self, ctx: StepContext) -> float:
         """The EMA momentum after step ``ctx.step``."""

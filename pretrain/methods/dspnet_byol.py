@@ -146,6 +146,8 @@ class DSPNetBYOL(PretrainMethod):
                 terms[f"{spec}/uniformity"] = spread.detach()
                 loss = loss + self.cfg.uniformity_weight * spread
             total = total + loss
+            if self.network_losses is not None:
+                self.network_losses[str(spec)] = loss
         self.encoder.set_subnet(self.largest)
         return total, terms
 

@@ -106,6 +106,8 @@ class SlimCLR(PretrainMethod, abc.ABC):
             # Re-weighting balances the full width against the sub-networks; alone, it keeps weight 1.
             weight = self.loss_weights[width] if ctx.slim_active else 1.0
             total = total + weight * loss
+            if self.network_losses is not None:
+                self.network_losses[name] = loss
         self.encoder.set_subnet(SubnetSpec(self.widths[0]))
         self.after_keys(keys)
         return total, terms
