@@ -5,6 +5,10 @@
   ``dataset/dataloader.py`` ``ssl_aug == 'mocov2'``).
 - ``byol``: colour jitter 0.4/0.4/0.2/0.1, and asymmetric views: blur p 1.0 / 0.1 and solarize
   p 0 / 0.2 (BYOL; SlimCLR's and MoCo v3's ``'mocov3'`` lists).
+- ``slim``: the supervised slimmable network's list (SlimCLR's ``ssl_aug == 'slim'``, from
+  slimmable_networks): RandomResizedCrop (``crop_scale``, upstream 0.08-1), colour jitter 0.4/0.4/0.4
+  always, AlexNet's PCA lighting noise of std 0.1 (``Lighting``, ImageNet's eigenvalues and vectors of
+  ``dataset/transforms.py``), horizontal flip. Both views of a two-view method would be this list.
 
 The blur is PIL's ``ImageFilter.GaussianBlur(radius=sigma)`` with sigma drawn from [0.1, 2.0], as
 upstream's ``GaussianBlur`` of ``dataset/transforms.py`` (MoCo's ``main_moco.py``): PIL blurs with
@@ -23,12 +27,18 @@ from __future__ import annotations
 from typing import Callable, Sequence, Tuple
 
 import torch
-from PIL import ImageFilter
+import numpy as np
+from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("mocov2", "byol")
+AUGMENTATIONS = ("mocov2", "byol", "slim")
+# ImageNet's RGB principal components (SlimCLR dataset/transforms.py imagenet_pca, from fb.resnet.torch)
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+              (-0.5808, -0.0045, -0.8140),
+              (-0.5836, -0.6948, 0.4203))
 BLUR_SIGMA = (0.1, 2.0)
 SOLARIZE_THRESHOLD = 128     # PIL's ImageOps.solarize default, as upstream's Solarize
 
@@ -45,6 +55,28 @@ class PILGaussianBlur:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sigma={self.sigma})"
+
+
+class PILLighting:
+    """AlexNet's PCA lighting noise on a PIL image, as upstream's ``Lighting``: add ``eigvec @ (a * eigval)``
+    to every pixel's RGB (0-255 scale, clipped), ``a ~ N(0, alphastd)`` drawn from torch's generator."""
+
+    def __init__(self, alphastd: float, eigval: Sequence[float] = PCA_EIGVAL,
+                 eigvec: Sequence[Sequence[float]] = PCA_EIGVEC):
+        self.alphastd = float(alphastd)
+        self.eigval = torch.tensor(eigval, dtype=torch.float64)
+        self.eigvec = torch.tensor(eigvec, dtype=torch.float64)
+
+    def __call__(self, image):
+        if self.alphastd == 0:
+            return image
+        alpha = torch.randn(3) * self.alphastd   # float32, as upstream's rnd.astype('float32')
+        inc = (self.eigvec @ (alpha.double() * self.eigval)).numpy()
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float64) + inc
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(alphastd={self.alphastd})"
 
 
 class DeviceNormalize(torch.nn.Module):
@@ -79,6 +111,14 @@ def view_ops(image_size: int, crop_scale: Sequence[float], jitter: Tuple[float, 
     return ops
 
 
+def slim_ops(image_size: int, crop_scale: Sequence[float]) -> list:
+    """The supervised slimmable list (SlimCLR ``dataloader.py`` ``'slim'``), before the tensor conversion."""
+    return [T.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True),
+            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
+            PILLighting(0.1),
+            T.RandomHorizontalFlip()]
+
+
 def _compose(ops: list, as_uint8: bool) -> T.Compose:
     tail = [T.PILToTensor()] if as_uint8 else [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return T.Compose(ops + tail)
@@ -103,6 +143,9 @@ def two_view_transforms(kind: str, image_size: int, crop_scale: Sequence[float] 
 
     ``as_uint8`` ends each view in a uint8 tensor, to be normalised on the device by ``DeviceNormalize``.
     """
+    if kind == "slim":
+        view = _compose(slim_ops(image_size, crop_scale), as_uint8)
+        return view, view
     p1, p2 = view_params(kind, blur)
     view1 = _compose(view_ops(image_size, crop_scale, **p1), as_uint8)
     view2 = view1 if p2 is p1 else _compose(view_ops(image_size, crop_scale, **p2), as_uint8)

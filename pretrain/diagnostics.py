@@ -51,10 +51,14 @@ def _slim_layers(method: nn.Module) -> Dict[nn.Module, str]:
             if isinstance(m, (SlimConv2d, SlimLinear)) and m.weight.requires_grad}
 
 
-def trainable_heads(method: nn.Module) -> List[SlimMLP]:
-    """The method's trained heads in the order they run (projector, then predictor)."""
+def trainable_heads(method: nn.Module) -> List[nn.Module]:
+    """The method's trained slimmable heads in the order they run (projector, predictor; a classifier)."""
     return [m for _, m in method.named_children()
-            if isinstance(m, SlimMLP) and any(p.requires_grad for p in m.parameters())]
+            if isinstance(m, (SlimMLP, SlimLinear)) and any(p.requires_grad for p in m.parameters())]
+
+
+def _head_linears(head: nn.Module) -> List[SlimLinear]:
+    return [head] if isinstance(head, SlimLinear) else [m for m in head.layers if isinstance(m, SlimLinear)]
 
 
 @torch.no_grad()
@@ -88,13 +92,12 @@ def trace_slices(method: nn.Module, spec: SubnetSpec, image_size: int) -> Slices
     index = encoder.width_index(spec.width)
     features = encoder.num_features(spec)
     for head in trainable_heads(method):
-        linear_i = 0
-        for m in head.layers:
-            if isinstance(m, SlimLinear):
-                rows = head._out_size(linear_i, head.widths[index])
-                if m in layers:
-                    found[layers[m]] = (m.weight, rows, features)
-                features, linear_i = rows, linear_i + 1
+        for linear_i, m in enumerate(_head_linears(head)):
+            # a bare SlimLinear (a classifier) writes every output; a SlimMLP follows its channel rule
+            rows = m.weight.shape[0] if head is m else head._out_size(linear_i, head.widths[index])
+            if m in layers:
+                found[layers[m]] = (m.weight, rows, features)
+            features = rows
     return found
 
 
@@ -151,7 +154,7 @@ class GradientDiagnostics:
         self.full, self.smallest = self.widths[0], min(self.widths, key=lambda s: s.width)
         self._slices: Dict[SubnetSpec, Slices] = {}
         heads = trainable_heads(method)
-        last = [m for m in heads[0].layers if isinstance(m, SlimLinear)][-1] if heads else None
+        last = _head_linears(heads[0])[-1] if heads else None
         self.head_weight = last.weight if last is not None else None
         self.trajectory = TrajectoryFile(out / TRAJECTORY_FILE, self.head_weight.shape, resume_step) \
             if write and self.head_weight is not None else None

@@ -43,6 +43,23 @@ class TwoViewDataset(Dataset):
             return self.view1(image), self.view2(image)
 
 
+class LabelledDataset(Dataset):
+    """Wraps an image dataset; item ``(index, seed)`` is one augmented view of image ``index`` and its label."""
+
+    def __init__(self, base: Dataset, view: Callable):
+        self.base, self.view = base, view
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: Tuple[int, int]) -> Tuple[torch.Tensor, int]:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):   # as TwoViewDataset: the training RNG stays untouched
+            torch.manual_seed(seed)
+            image, label = self.base[index]
+            return self.view(image), int(label)
+
+
 def augment_seed(run_seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of image ``index`` in ``epoch``: the same on every rank, worker and resume."""
     return ((run_seed * 1_000_003 + epoch) * 10_000_019 + index) % (2 ** 63)
@@ -124,14 +141,16 @@ def build_sampler(data, num_samples: int, seed: int, rank: int, world_size: int)
     return ResumableSampler(num_samples, data.batch_size // world_size, seed, rank, world_size)
 
 
-def build_loader(data, seed: int, rank: int = 0, world_size: int = 1,
-                 pin_memory: bool = False) -> Tuple[DataLoader, ResumableSampler]:
+def build_loader(data, seed: int, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
+                 labelled: bool = False) -> Tuple[DataLoader, ResumableSampler]:
     """Two-view loader of the recipe's ``data`` section (uint8 views) and its resumable sampler.
 
     The views are uint8; the trainer normalises them on its device (``augment.DeviceNormalize``).
+    ``labelled`` yields (one view, labels) batches instead, for the supervised method.
     """
     view1, view2 = two_view_transforms(data.augment, data.image_size, data.crop_scale, data.blur, as_uint8=True)
-    dataset = TwoViewDataset(build_image_dataset(data), view1, view2)
+    base = build_image_dataset(data)
+    dataset = LabelledDataset(base, view1) if labelled else TwoViewDataset(base, view1, view2)
     sampler = build_sampler(data, len(dataset), seed, rank, world_size)
     workers = data.workers
     loader = DataLoader(dataset, batch_size=sampler.batch_per_rank, sampler=sampler, num_workers=workers,

@@ -134,7 +134,24 @@ class BYOLRecipe:
                 raise ValueError(f"desired[{i}]: {e}") from None
 
 
-METHOD_RECIPES = {"slimclr-mocov2": MoCoV2Recipe, "slimclr-mocov3": MoCoV3Recipe, "dspnet-byol": BYOLRecipe}
+@dataclass
+class SupervisedRecipe:
+    """The supervised slimmable network (SlimCLR's ``main_slim.py``): cross-entropy of every width."""
+
+    modules: ClassVar[Tuple[str, ...]] = ("encoder", "classifier")   # optim.lr_scale keys
+    name: str = "supervised"
+    num_classes: int = 1000                 # params.py num_classes
+    classifier: Literal["slimmable", "switchable"] = "slimmable"   # params.py slim_fc: supervised | supervised_switch
+    slim_loss: Literal["sum", "mean"] = "sum"                     # params.py slim_loss
+    inplace_distill: bool = False           # params.py inplace_distill: sub-networks learn the full width's softmax
+
+    def validate(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes: expected at least 2 classes, got {self.num_classes}")
+
+
+METHOD_RECIPES = {"slimclr-mocov2": MoCoV2Recipe, "slimclr-mocov3": MoCoV3Recipe, "dspnet-byol": BYOLRecipe,
+                  "supervised": SupervisedRecipe}
 
 
 @dataclass
@@ -164,7 +181,7 @@ class DataRecipe:
     dataset: Literal["imagefolder", "fashion-mnist"] = "imagefolder"
     root: Optional[str] = None              # ImageFolder train dir, or Fashion-MNIST IDX dir
     image_size: int = 224
-    augment: Literal["mocov2", "byol"] = "mocov2"   # byol is also MoCo v3's recipe
+    augment: Literal["mocov2", "byol", "slim"] = "mocov2"   # byol is also MoCo v3's; slim: the supervised one
     crop_scale: List[float] = field(default_factory=lambda: [0.2, 1.0])
     blur: bool = True                       # the recipe's Gaussian blur; SimCLR drops it for small images
     batch_size: int = 256                   # global batch over all ranks
@@ -185,6 +202,8 @@ class DataRecipe:
             raise ValueError(f"workers: expected >= 0, got {self.workers}")
         if self.prefetch < 1:
             raise ValueError(f"prefetch: expected >= 1, got {self.prefetch}")
+        if self.backend == "dali" and self.augment == "slim":
+            raise ValueError("augment: slim runs on the PIL path only; use backend: pil")
         if self.backend == "dali" and self.dataset != "imagefolder":
             raise ValueError(f"backend: dali reads JPEG files of an imagefolder dataset, not {self.dataset!r}; "
                              f"use backend: pil")
@@ -341,6 +360,9 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
         if module not in recipe.method.modules:
             raise ConfigError(f"{source}: key 'optim.lr_scale.{module}': {recipe.method.name} has no module "
                               f"{module!r}; expected one of {', '.join(recipe.method.modules)}")
+    if recipe.method.name == "supervised" and recipe.data.backend == "dali":
+        raise ConfigError(f"{source}: key 'data.backend': dali serves two unlabelled views; the supervised method "
+                          f"reads labelled images, use backend: pil")
     groups = getattr(recipe.method, "bn_groups", 1)
     if recipe.data.batch_size % groups or recipe.data.batch_size < 2 * groups:
         raise ConfigError(f"{source}: key 'method.bn_groups': expected a divisor of data.batch_size="

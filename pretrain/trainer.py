@@ -35,7 +35,7 @@ from .cost import TrainingCost, count_flops, device_kind
 from .diagnostics import GradientDiagnostics
 from .distributed import DistInfo, all_reduce_mean, all_reduce_min, barrier, init_from_env
 from .keep import epoch_due, keep_checkpoint
-from .errors import SlimBenchError
+from .errors import ConfigError, SlimBenchError
 from .augment import DeviceNormalize
 from .loader import build_loader
 from .methods import PretrainMethod, StepContext, build_method
@@ -87,6 +87,17 @@ def build_encoder(recipe: Recipe) -> SlimResNet:
     """The recipe's slimmable encoder (pooled features, no classifier)."""
     m = recipe.model
     return SlimResNet(parse_arch(m.arch), widths=m.widths, stem=m.stem, zero_init_residual=m.zero_init_residual)
+
+
+def check_classes(dataset, num_classes: int, data) -> None:
+    """Refuse a labelled dataset with more classes than the method's classifier has (before training)."""
+    classes = getattr(dataset, "classes", None)
+    if classes is None and isinstance(dataset, torch.utils.data.Subset):
+        classes = getattr(dataset.dataset, "classes", None)
+    if classes is not None and len(classes) > num_classes:
+        where = data.root or data.dataset
+        raise ConfigError(f"{where}: {len(classes)} classes, but method.num_classes is {num_classes}; "
+                            f"set method.num_classes: {len(classes)}")
 
 
 def slim_start_step(recipe: Recipe, steps_per_epoch: int) -> int:
@@ -247,7 +258,10 @@ class Trainer:
                                                           info.device)
         else:
             self.loader, self.sampler = build_loader(r.data, r.run.seed, info.rank, info.world_size,
-                                                     pin_memory=info.device.type == "cuda")
+                                                     pin_memory=info.device.type == "cuda",
+                                                     labelled=self.method.labelled)
+            if self.method.labelled:
+                check_classes(self.loader.dataset.base, r.method.num_classes, r.data)
         self.normalize = DeviceNormalize().to(info.device)   # the views arrive as uint8 (or already float)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         self.total_steps = r.run.epochs * self.steps_per_epoch
@@ -303,7 +317,7 @@ class Trainer:
             if self.diagnosis:
                 extra["diagnosis"] = self.diagnosis
             ckpt = Checkpoint.from_model(encoder, method=self.method.name, config=self.config,
-                                         desired=self.method.desired(), extra=extra)
+                                         desired=self.method.desired(), extra=extra, probe=self.method.stored_probe())
             save_checkpoint(ckpt, self.out / CHECKPOINT_FILE)
             atomic_torch_save({"format": STATE_FORMAT, "version": 1, "step": step, "recipe": self.config,
                                "world_size": self.info.world_size, "method": self.method.state_dict(),
@@ -380,6 +394,8 @@ class Trainer:
     def _prepare(self, view: torch.Tensor) -> torch.Tensor:
         """A batch of views on the device, normalised, in the run's memory format."""
         view = self.normalize(view.to(self.info.device, non_blocking=True))
+        if view.dim() != 4:   # a labelled method's labels
+            return view
         return view.contiguous(memory_format=self.memory_format)
 
     def _timing(self, wait: float, elapsed: float, steps: int, first_window: bool) -> Dict[str, float]:

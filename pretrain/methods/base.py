@@ -74,6 +74,7 @@ class PretrainMethod(nn.Module):
     """Base of SlimCLR-MoCo v2 / v3 and DSPNet-BYOL; subclasses define ``forward(view1, view2, ctx)``."""
 
     name = "?"
+    labelled = False   # True: forward gets (images, labels) from a labelled loader instead of two views
 
     def __init__(self, encoder: SlimResNet, method_recipe, seed: int = 0):
         super().__init__()
@@ -130,6 +131,10 @@ class PretrainMethod(nn.Module):
     def desired(self) -> List[str]:
         """Sub-network names recorded in the checkpoint as the ones to show first."""
         return []
+
+    def stored_probe(self) -> Optional[dict]:
+        """A classifier the method trained, to store as the checkpoint's probe (``pretrain.checkpoint``); None."""
+        return None
 
     def diagnose(self, logged: Dict[str, float]) -> List[Dict[str, str]]:
         """Warnings about the last logged terms, ``{"subnet", "message"}`` each (e.g. a network that
