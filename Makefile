@@ -54,8 +54,12 @@ browser:
 	elif [ "$$(id -u)" = 0 ]; then (apt-get install -y chromium || (apt-get update && apt-get install -y chromium)); \
 	else echo "Chromium missing (the leaderboard page test is skipped): run 'sudo apt-get install chromium'"; fi
 
+# Two pytest-xdist workers (the CI machine's two cores), each with one torch thread (tests/conftest.py);
+# the order is shuffled every run by pytest-randomly. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 demo: setup
 	$(BIN)/bench demo

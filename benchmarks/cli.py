@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "benchmarks.commands.run",
     "benchmarks.commands.leaderboard",
     "benchmarks.commands.sweep",
+    "benchmarks.commands.diagnose",
 ]
 
 

@@ -16,6 +16,7 @@ launcher:                    # SLURM settings; command-line flags override them
   cpus_per_job: 10
   mem_gb: 64
   max_parallel: 64           # cells running at once: a SLURM job array's %N; locally, the rest wait for a slot
+pretrain: []                 # pretraining variants benchmarked beside the checkpoints (plan_pretrain.py)
 ```
 
 A cell's folder, ``<out>/cells/<checkpoint>@<digest8>/<suite>[+<overrides6>]/<subnet>/seed<S>``,
@@ -28,6 +29,10 @@ and ``job.json``, the submitted job. A cell is
 - ``failed``: its job ended without finishing the run (a failed run, a killed job, an error before
   the run began), shown with the last line of its log;
 - ``not started``: never submitted.
+
+A plan may also list pretraining variants (``pretrain:``, ``benchmarks/plan_pretrain.py``): each is
+pretrained as a job first, and its checkpoint joins ``checkpoints`` once its run has finished; `bench
+sweep --wait` submits those cells as the pretrainings end, a later `bench sweep` does otherwise.
 
 A rerun submits only the failed and not-started cells. A killed job's run stays ``running`` in its
 store (a SIGKILL leaves no chance to write more); the rerun first records it ``failed`` (its job is
@@ -52,6 +57,7 @@ from pretrain.errors import ConfigError, SlimBenchError
 from .launch import (DEFAULT_TIME_MIN, JobRecord, Resources, assign_gpus, default_gpus, job_state, last_line,
                      last_log_line, make_executor)
 from .merged import STORE_FILE
+from .plan_pretrain import PretrainVariant, VariantStatus, check_variants, submit_variant, variant_status
 from .store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -78,18 +84,23 @@ class LauncherPlan:
 class Plan:
     """A sweep plan: the lists whose product is the cells, per-suite overrides, launcher settings."""
 
-    checkpoints: List[str]
     suites: List[str]
+    checkpoints: List[str] = field(default_factory=list)
     subnets: Union[str, List[str]] = "all"
     seeds: List[int] = field(default_factory=lambda: [0])
     overrides: Dict[str, List[str]] = field(default_factory=dict)
     data_root: Optional[str] = None
     launcher: LauncherPlan = field(default_factory=LauncherPlan)
+    pretrain: List[PretrainVariant] = field(default_factory=list)
+    pretrain_overrides: List[str] = field(default_factory=list)
+    pretrain_gpus: Optional[int] = None      # processes (GPUs) per pretraining job; default 1 (0 without GPUs)
 
     def validate(self) -> None:
-        for key in ("checkpoints", "suites", "seeds"):
+        for key in ("suites", "seeds"):
             if not getattr(self, key):
                 raise ValueError(f"{key}: expected a non-empty list")
+        if not self.checkpoints and not self.pretrain:
+            raise ValueError("checkpoints: expected a non-empty list (or pretraining variants under pretrain:)")
         if isinstance(self.subnets, list) and not self.subnets:
             raise ValueError("subnets: expected all, widths, desired or a non-empty list such as [w1.0, w0.5]")
         unknown = [s for s in self.overrides if s not in self.suites]
@@ -158,6 +169,7 @@ def load_plan(path: "str | Path") -> Plan:
     for i, ckpt in enumerate(plan.checkpoints):
         if not Path(ckpt).is_file():
             raise ConfigError(f"{path}: key 'checkpoints[{i}]': {ckpt}: no such file")
+    check_variants(plan.pretrain, plan.pretrain_overrides, str(path))
     return plan
 
 
@@ -165,24 +177,27 @@ def _short_hash(items: Sequence[str]) -> str:
     return hashlib.sha256("\0".join(items).encode()).hexdigest()[:6]
 
 
-def plan_cells(plan: Plan, out: Path) -> List[Cell]:
-    """Every cell of ``plan`` (checkpoint-major), with its folder under ``out``."""
+def plan_cells(plan: Plan, out: Path, pretrained: Sequence[Path] = ()) -> List[Cell]:
+    """Every cell of ``plan`` (checkpoint-major) and of the ``pretrained`` variants' checkpoints, with its
+    folder under ``out``."""
     from pretrain.checkpoint import file_digest, load_checkpoint
 
     from .suites import load_suite, resolve_subnets
 
     suites = {name: load_suite(name, plan.overrides.get(name, [])) for name in plan.suites}
     cells = []
-    for ckpt_path in plan.checkpoints:
+    for ckpt_path in [*plan.checkpoints, *pretrained]:
         ckpt_path = Path(ckpt_path).resolve()
         ckpt, digest = load_checkpoint(ckpt_path), file_digest(ckpt_path)
+        # a variant's checkpoint.pt is named after its run folder, as the leaderboard names it
+        stem = ckpt_path.parent.name if ckpt_path.stem == "checkpoint" and ckpt_path.parent.name else ckpt_path.stem
         specs = resolve_subnets(plan.subnets, ckpt)
         for name in plan.suites:
             suite, overrides = suites[name], tuple(plan.overrides.get(name, []))
             label = suite.name + (f"+{_short_hash(overrides)}" if overrides else "")
             for spec in specs:
                 for seed in plan.seeds:
-                    folder = out / "cells" / f"{ckpt_path.stem}@{digest[:8]}" / label / str(spec) / f"seed{seed}"
+                    folder = out / "cells" / f"{stem}@{digest[:8]}" / label / str(spec) / f"seed{seed}"
                     cells.append(Cell(ckpt_path, digest, name, overrides, str(spec), int(seed),
                                       suite.digest([spec], seed), folder.resolve(), suite.name))
     return cells
@@ -228,10 +243,33 @@ class Sweep:
     def __post_init__(self):
         self.plan = load_plan(self.plan_path)
         self.out = Path(self.out).resolve()
-        self.cells = plan_cells(self.plan, self.out)
+        self.tried: set = set()   # variants submitted by this process
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the variants' states and list the cells of every checkpoint that is ready."""
+        self.variants = [variant_status(v, self.plan.pretrain_overrides, self.out) for v in self.plan.pretrain]
+        ready = [v.checkpoint for v in self.variants if v.state == "finished"]
+        self.cells = plan_cells(self.plan, self.out, ready)
 
     def statuses(self) -> List[CellStatus]:
         return [cell_status(c) for c in self.cells]
+
+    def submit_pretraining(self) -> List[VariantStatus]:
+        """Submit every variant that is neither finished nor running (locally at most ``max_parallel`` jobs
+        at once, cells included); returns the submitted ones."""
+        # each at most once per `bench sweep`, as cells: one that fails again waits for the next
+        todo = [v for v in self.variants if v.state in ("failed", "not started") and v.variant.name not in self.tried]
+        slots = self.local_slots(self.statuses())
+        if slots is not None:
+            todo = todo[:max(0, slots - sum(v.state == "running" for v in self.variants))]
+        given = {k: v for k, v in vars(self.plan.launcher).items() if v is not None}
+        given.update({k: v for k, v in vars(self.overrides).items() if v is not None})
+        for v in todo:
+            self.tried.add(v.variant.name)
+            submit_variant(v, self.plan.pretrain_overrides, self.launcher, self.plan.pretrain_gpus,
+                           given.get("time_min"), given.get("partition"), given.get("account"))
+        return todo
 
     def resources(self, cell: Cell) -> Resources:
         """The plan's launcher settings under the command line's; the suite's defaults otherwise."""
@@ -267,6 +305,8 @@ class Sweep:
         statuses = self.statuses() if statuses is None else statuses
         todo = [s for s in statuses if s.state in ("failed", "not started") and s.cell not in skip]
         slots = self.local_slots(statuses)
+        if slots is not None:   # local pretraining jobs take slots too
+            slots = max(0, slots - sum(v.state == "running" for v in getattr(self, "variants", ())))
         todo = todo if slots is None else todo[:slots]
         for s in todo:
             for run_id in s.running_runs:   # its job has ended: the run can never finish
@@ -304,10 +344,18 @@ class Sweep:
         (each at most once: a cell that fails again waits for the next `bench sweep`); the final statuses."""
         tried = [s.cell for s in submitted]
         while True:
+            before = {v.variant.name for v in self.variants if v.state == "finished"}
+            self.refresh()
+            if self.local_slots(self.statuses()):   # pretrainings held back by max_parallel
+                self.submit_pretraining()
+                self.refresh()
             statuses = self.statuses()
-            if self.local_slots(statuses):
+            if {v.variant.name for v in self.variants if v.state == "finished"} != before:
+                tried += [s.cell for s in self.submit(statuses, skip=tried)]   # a pretraining just ended
+            elif self.local_slots(statuses):
                 tried += [s.cell for s in self.submit(statuses, skip=tried)]
-            if not any(s.state == "running" for s in statuses):
+            pretraining = any(v.state == "running" for v in self.variants)
+            if not pretraining and not any(s.state == "running" for s in statuses):
                 return statuses
             time.sleep(self.poll_s)
 
@@ -316,14 +364,30 @@ def describe(cell: Cell) -> str:
     return f"{cell.checkpoint.stem}@{cell.checkpoint_digest[:8]} {cell.suite} {cell.subnet} seed {cell.seed}"
 
 
-def format_status(statuses: Sequence[CellStatus], out: Path) -> str:
-    """The table `bench sweep --status` prints: one line per cell, then the count of each state."""
+def format_variants(variants: Sequence[VariantStatus]) -> str:
+    """The pretraining variants' table: name, state, job, detail."""
+    rows = [(v.variant.name, v.state, v.job.job_id if v.job else "-", v.detail) for v in variants]
+    head = ("pretraining", "status", "job", "detail")
+    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head) - 1)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  " + head[-1]]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    waiting = sum(v.state != "finished" for v in variants)
+    if waiting:
+        lines.append(f"{waiting} pretraining(s) not finished: their cells are listed once they are")
+    return "\n".join(lines)
+
+
+def format_status(statuses: Sequence[CellStatus], out: Path, variants: Sequence[VariantStatus] = ()) -> str:
+    """The table `bench sweep --status` prints: the pretrainings, one line per cell, the count of each state."""
+    if not statuses:
+        return (format_variants(variants) + "\n" if variants else "") + f"0 cells in {out} yet"
     rows = [(f"{s.cell.checkpoint.stem}@{s.cell.checkpoint_digest[:8]}",
              s.cell.suite_name + ("*" if s.cell.overrides else ""), s.cell.subnet, str(s.cell.seed), s.state,
              s.job.job_id if s.job else "-", s.detail) for s in statuses]
     head = ("checkpoint", "suite", "subnet", "seed", "status", "job", "detail")
     widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head) - 1)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  " + head[-1]]
+    lines = [format_variants(variants)] if variants else []
+    lines += ["  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  " + head[-1]]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1] for r in rows]
     counts = {state: sum(s.state == state for s in statuses) for state in STATES}
     lines.append(f"{len(statuses)} cells in {out}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))

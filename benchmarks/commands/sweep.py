@@ -40,8 +40,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = Sweep(args.plan, out, args.launcher, flags, poll_s=2.0 if args.launcher == "local" else 30.0)
     statuses = sweep.statuses()
     if args.status:
-        print(format_status(statuses, sweep.out))
+        print(format_status(statuses, sweep.out, sweep.variants))
         return 0
+    pretraining = sweep.submit_pretraining()
+    if pretraining:
+        print(f"submitted {len(pretraining)} pretraining(s) ({args.launcher}): "
+              + ", ".join(v.variant.name for v in pretraining))
     submitted = sweep.submit(statuses)
     waiting = sum(s.state in ("failed", "not started") for s in statuses)
     print(f"submitted {len(submitted)} of {len(statuses)} cells ({args.launcher}); "
@@ -49,8 +53,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           if len(submitted) < len(statuses) else f"submitted {len(submitted)} cells ({args.launcher})")
     if args.wait:
         statuses = sweep.wait(submitted)
-        print(format_status(statuses, sweep.out))
-        return 0 if all(s.state == "finished" for s in statuses) else 1
+        print(format_status(statuses, sweep.out, sweep.variants))
+        done = all(v.state == "finished" for v in sweep.variants)
+        return 0 if done and statuses and all(s.state == "finished" for s in statuses) else 1
     print(f"`bench sweep {args.plan} --out {out} --status` shows where they stand; "
           f"`bench leaderboard --runs {out}` merges their results")
     return 0
