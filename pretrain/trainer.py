@@ -510,12 +510,12 @@ class Trainer:
                         record.update(diagnosis)
                     run_log.write(record)
                     board.write(record)
+                    tick, images, wait, window, first_window = clock(), 0, 0.0, 0, False
+                    saving = 0.0
                 elif diagnosis:   # a diagnostic step between logging steps gets its own line
                     record = {"step": done, "epoch": round(done / self.steps_per_epoch, 4), **diagnosis}
                     run_log.write(record)
                     board.write(record)
-                    tick, images, wait, window, first_window = clock(), 0, 0.0, 0, False
-                    saving = 0.0
                 if save_now:
                     saved = clock()
                     self._save(done)
