@@ -18,6 +18,7 @@ import html
 import io
 import json
 import statistics
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -418,8 +419,8 @@ def to_terminal(board: Board, max_width: int = 120) -> str:
             for label, r in zip([*labels, *(r["checkpoint"] for r in references)], [*board.rows, *references])]
     lines = _text_table(header, rows, 2)
     units = sorted({f"{_short_column(c)}: {c.rsplit('/', 1)[1]}" for c in heads})
-    lines.append("metrics: " + ", ".join(units))
-    lines += source_lines(board, short=True) if references else []
+    lines += _wrap(["metrics: " + ", ".join(units)], max_width)
+    lines += _wrap(source_lines(board, short=True), max_width) if references else []
     if board.comparison:
         shown = [c for c in heads if c in board.comparison.metric_columns]
         comparison = Comparison(shown, [{**r, "checkpoint": _short_checkpoint(r["checkpoint"]),
@@ -432,8 +433,18 @@ def to_terminal(board: Board, max_width: int = 120) -> str:
         header = ["checkpoint", "subnet", "alone", *(_short_column(c) for c in shown)]
         rows = [[*_pair_cells(r), *(_vs(c, r[c]) if c in r else "" for c in shown)] for r in comparison.rows]
         lines += ["", "slimmable vs pretrained alone (slimmable / alone, difference):",
-                  *_text_table(header, rows, 3), *ratio_lines(comparison), *warning_lines(comparison)]
-    return "\n".join(line[:max_width] for line in lines)
+                  *_text_table(header, rows, 3), *_wrap([*ratio_lines(comparison), *warning_lines(comparison)],
+                                                        max_width)]
+    return "\n".join(lines)
+
+
+def _wrap(lines: Sequence[str], width: int) -> List[str]:
+    """Prose lines wrapped at ``width`` between words (continuations indented); tables are never cut."""
+    out: List[str] = []
+    for line in lines:
+        out += textwrap.wrap(line, width, subsequent_indent="    ", break_long_words=False,
+                             break_on_hyphens=False) or [""]
+    return out
 
 
 def accuracy_columns(board: Board) -> List[str]:

@@ -103,6 +103,9 @@ def test_a_pair_whose_pretraining_diagnosed_a_network_carries_the_warning_in_eve
     assert f"! b-ckpt@bbbbbbbb: {COLLAPSED}" in md and "! a-ckpt@aaaaaaaa w0.25: x" in md
     text = to_terminal(board)
     assert f"! b-ckpt: {COLLAPSED}" in text and all(len(line) <= 120 for line in text.splitlines())
+    narrow = to_terminal(board, max_width=40)   # long notes wrap between words: nothing is cut
+    assert " ".join(narrow.split()).count(" ".join(f"! b-ckpt: {COLLAPSED}".split())) == 1
+    assert len(next(ln for ln in narrow.splitlines() if ln.startswith("! b-"))) <= 40
     table = list(csv.DictReader(io.StringIO(to_csv(board))))
     a_half = next(r for r in table if r["checkpoint"].startswith("a-") and r["subnet"] == "w0.5")
     assert a_half["pair_warnings"] == f"b-ckpt@bbbbbbbb: {COLLAPSED}"
