@@ -1,7 +1,9 @@
 """The demo behind `make demo`: pretrain on real data, benchmark the sub-networks, print the board.
 
-Stages: the random-init baseline; the two demo recipes; individual SlimCLR-MoCo v2 baselines at the
-largest and the smallest demo width (the papers' comparison); the demo suites. Every stage reuses
+Stages: the random-init baseline; the two demo recipes and the vanilla slimmable variant of the SlimCLR
+one (no slow start, no distillation, uniform loss weights: the paper's baseline); the individual
+SlimCLR-MoCo v2 baseline at the smallest demo width (the papers' comparison); the gradient diagnostics
+of the SlimCLR run and its vanilla variant (`bench diagnose`: SlimCLR's Figure 3); the demo suites. Every stage reuses
 finished work: a pretraining run folder resumes (a finished run returns at once and keeps its
 checkpoint file, hence its digest), the random-init baseline is written once, and each suite run
 with the same checkpoint and suite digests is taken from the results store. A second `make demo`
@@ -38,10 +40,19 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 DEMO_RECIPES = ("demo-slimclr-mocov2", "demo-dspnet")
 DEMO_SUITES = ("fmnist-linear-fast", "fmnist-knn", "demo-det", "demo-seg", "complexity", "latency")
-# Individual baselines of the SlimCLR demo at its largest and smallest width (`--individual all`
-# trains every width); they run the classification suites and complexity, as the papers compare.
+# The vanilla slimmable network of SlimCLR's ablation: the SlimCLR demo recipe without its three
+# techniques (the demo-vanilla entry of configs/ablations/demo-slimclr-mocov2-techniques.yaml).
+VANILLA = "demo-slimclr-mocov2-vanilla"
+VANILLA_OVERRIDES = ("method.slim_start_epoch=0", "method.distill=false", "method.loss_weights=uniform")
+# The engine suites (Detectron2, MMSeg) show the export and training path, not a comparison: at the demo's
+# size pretrained and random-init networks scored alike (README of stop 31), so they run on the SlimCLR
+# checkpoint only. The other suites run on every checkpoint.
+ENGINE_SUITES_ON = ("demo-slimclr-mocov2",)
+# The individual baseline of the SlimCLR demo at its smallest width (`--individual all` trains every
+# width): where slimmable and alone differ (at w1.0 they scored alike, -0.08 kNN); it runs the
+# classification suites and complexity, as the papers compare.
 BASELINE_RECIPE = "demo-slimclr-mocov2"
-BASELINE_SUBNETS = ("w1.0", "w0.25")
+BASELINE_SUBNETS = ("w0.25",)
 BASELINE_SUITES = ("fmnist-linear-fast", "fmnist-knn", "complexity")
 
 
@@ -77,14 +88,17 @@ class DemoPaths:
         return self.runs / "leaderboard.txt"
 
 
-def pretrain_demo(name: str, paths: DemoPaths, individual: Optional[str] = None) -> Path:
-    """Pretrain (or resume, or reuse) one demo recipe, or its individual baseline; returns the checkpoint."""
+def pretrain_demo(name: str, paths: DemoPaths, individual: Optional[str] = None,
+                  variant: Optional[Tuple[str, Sequence[str]]] = None) -> Path:
+    """Pretrain (or resume, or reuse) one demo recipe, its individual baseline, or a named variant
+    ``(run name, overrides)`` of it; returns the checkpoint."""
     from pretrain.individual import individual_recipe
     from pretrain.trainer import RECIPE_FILE, STATE_FILE, recipe_changes, train
 
     source = REPO / "configs" / "pretrain" / f"{name}.yaml"
-    recipe, record = load_recipe(source, [f"data.root={paths.data}"]), None
-    out = paths.runs / "pretrain" / name
+    overrides = list(variant[1]) if variant else []
+    recipe, record = load_recipe(source, [f"data.root={paths.data}", *overrides]), None
+    out = paths.runs / "pretrain" / (variant[0] if variant else name)
     if individual is not None:
         recipe, record = individual_recipe(recipe, individual, str(source))
         out = out.with_name(f"{name}-individual-{record['subnet']}")
@@ -187,20 +201,37 @@ def run_demo(paths: DemoPaths, recipes: Sequence[str] = DEMO_RECIPES, suites: Se
     for name in recipes:
         with stages.stage(f"pretrain {name}"):
             checkpoints.append(pretrain_demo(name, paths))
+        if name == BASELINE_RECIPE:
+            with stages.stage(f"pretrain {VANILLA}"):
+                checkpoints.append(pretrain_demo(name, paths, variant=(VANILLA, VANILLA_OVERRIDES)))
     individuals: List[Path] = []
-    with stages.stage(f"pretrain {len(baselines)} individual baselines"):
+    with stages.stage(f"pretrain {len(baselines)} individual baseline{'s' if len(baselines) != 1 else ''}"):
         individuals += [pretrain_demo(BASELINE_RECIPE, paths, individual=s) for s in baselines]
+    with stages.stage("gradient diagnostics"):
+        diagnosis = diagnose_demo(paths)
     for suite_name in suites:
-        targets = checkpoints + (individuals if suite_name in BASELINE_SUITES else [])
+        engine = load_suite(suite_name).protocol_cls.uses_engine
+        targets = [c for c in checkpoints if not engine or c.parent.name in ENGINE_SUITES_ON]
+        targets += individuals if suite_name in BASELINE_SUITES else []
         with stages.stage(f"suite {suite_name} ({len(targets)} checkpoints)"):
             for ckpt in targets:
                 log.info("demo: suite %s on %s", suite_name, ckpt)
                 run_demo_suite(suite_name, ckpt, paths)
     with stages.stage("leaderboard"):
         terminal = write_leaderboard(paths, checkpoints + individuals)
-    shown = f"{terminal}\n\n{stages.table()}"
+    shown = f"{terminal}\n\n{diagnosis}\n\n{stages.table()}"
     atomic_write_bytes(paths.terminal, shown.encode())   # tools/update_readme_demo.py copies it into README
     return shown
+
+
+def diagnose_demo(paths: DemoPaths) -> str:
+    """`bench diagnose` of the SlimCLR demo run and its vanilla variant; returns the summary it prints."""
+    from .diagnose import load_runs, summarize, write_outputs
+
+    runs = [paths.runs / "pretrain" / name for name in (VANILLA, BASELINE_RECIPE)]
+    loaded = load_runs(runs, labels=["vanilla", "slimclr"])
+    written = write_outputs(loaded, paths.runs / "diagnose")
+    return summarize(loaded) + "\n" + "\n".join(f"wrote {p}" for p in written.values())
 
 
 def write_leaderboard(paths: DemoPaths, checkpoints: Sequence[Path]) -> str:

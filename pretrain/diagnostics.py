@@ -182,7 +182,8 @@ class GradientDiagnostics:
         norms = {spec: mean_slice_norm(self.slices(spec)) for spec in networks}
         for spec, n in norms.items():
             record[f"grad/norm_{spec}"] = n
-        record.update(gradient_ratios(norms[self.full], norms[self.smallest]))
+        if self.full != self.smallest:   # a single-width network has no ratio
+            record.update(gradient_ratios(norms[self.full], norms[self.smallest]))
         if self.head_weight is not None and self.head_weight.grad is not None:
             g = self.head_weight.grad.detach().float()
             s = torch.linalg.svdvals(g)

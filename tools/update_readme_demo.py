@@ -4,7 +4,8 @@
 
 Replaces the block between ``<!-- demo:start -->`` and ``<!-- demo:end -->`` in README.md with
 ``runs/leaderboard.txt`` (what the demo printed) and copies ``runs/leaderboard.png`` to
-``docs/img/demo-leaderboard.png``.
+``docs/img/demo-leaderboard.png`` and the gradient ratios of ``runs/diagnose/ratios.png`` to
+``docs/img/demo-gradient-ratios.png``.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def main() -> int:
     block = f"{START}\n```\n{text}\n```\n{END}"
     readme.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, old, flags=re.S))
     shutil.copyfile(args.runs / "leaderboard.png", REPO / "docs" / "img" / "demo-leaderboard.png")
-    print(f"updated {readme} and docs/img/demo-leaderboard.png from {args.runs}")
+    shutil.copyfile(args.runs / "diagnose" / "ratios.png", REPO / "docs" / "img" / "demo-gradient-ratios.png")
+    print(f"updated {readme}, docs/img/demo-leaderboard.png and demo-gradient-ratios.png from {args.runs}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """Pieces of the demo driver: the reuse check it makes without a child process, where each suite runs,
 and its stage times."""
+from pathlib import Path
+
 from benchmarks.demo import DemoPaths, Stages, finished_before
 from benchmarks.suites import load_suite
 from tests.benchmarks.test_cli_run import setup  # noqa: F401  (fixture)
@@ -49,3 +51,28 @@ def test_classification_suites_run_in_the_demo_process_and_engines_in_a_child(se
     assert finished_before(load_suite(str(tmp_path / "tiny.yaml")), ckpt, paths)
     engines = {name for name in PROTOCOL_MODULES if get_protocol(name).uses_engine}
     assert engines == {"detectron2", "mmseg"}
+
+
+def test_the_demo_vanilla_variant_is_the_ablation_plans(tmp_path):
+    from benchmarks.demo import VANILLA_OVERRIDES
+    from benchmarks.sweep import load_plan
+
+    plan = load_plan(Path(__file__).resolve().parents[2] / "configs/ablations/demo-slimclr-mocov2-techniques.yaml")
+    (vanilla,) = [v for v in plan.pretrain if v.name == "demo-vanilla"]
+    assert tuple(vanilla.overrides) == VANILLA_OVERRIDES and vanilla.recipe.endswith("demo-slimclr-mocov2.yaml")
+
+
+def test_the_demo_diagnoses_its_slimclr_run_beside_the_vanilla_one(tmp_path):
+    from benchmarks.demo import BASELINE_RECIPE, VANILLA, VANILLA_OVERRIDES, diagnose_demo
+    from pretrain.recipe import parse_recipe
+    from pretrain.config import apply_overrides
+    from pretrain.trainer import train
+    from tests.pretrain.test_trainer import tiny_recipe_dict
+
+    paths = DemoPaths(tmp_path / "runs", tmp_path / "data")
+    for name, overrides in ((BASELINE_RECIPE, ()), (VANILLA, VANILLA_OVERRIDES)):
+        data = apply_overrides(tiny_recipe_dict(max_steps=4, diagnose_every=2), list(overrides), source="test")
+        train(parse_recipe(data, "tiny"), paths.runs / "pretrain" / name, progress=False)
+    printed = diagnose_demo(paths)
+    assert printed.startswith("vanilla (slimclr-mocov2)") and "slimclr (slimclr-mocov2)" in printed
+    assert (paths.runs / "diagnose" / "ratios.png").stat().st_size > 10_000
