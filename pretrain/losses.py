@@ -14,7 +14,9 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-LOSS_WEIGHTINGS = ("slimclr", "proportional", "uniform")
+# Every mode of SlimCLR's loss_weights_generate, by name (width_loss_weights has the upstream numbers)
+LOSS_WEIGHTINGS = ("slimclr", "proportional", "uniform", "share", "normalized-share", "narrower-sum",
+                   "full-plus-largest-sub")
 
 
 def info_nce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -59,19 +61,35 @@ def uniformity_loss(x: torch.Tensor, columns: Optional[torch.Tensor] = None, sel
 
 
 def width_loss_weights(widths: Sequence[float], kind: str = "slimclr") -> Dict[float, float]:
-    """Weight of each width's loss.
+    """Weight of each width's loss: every mode of SlimCLR's ``loss_weights_generate`` (``models/utils.py``).
 
-    ``slimclr``: the full width gets ``1 + sum(widths) - max(widths)`` and every sub-network 1
-    (2.5 for 1.0/0.75/0.5/0.25), so the full network's gradient is not drowned by the others.
-    ``proportional``: each width's weight is its width relative to the largest.
-    ``uniform``: 1 for every width.
+    ``widths`` in the recipe's (descending) order; ``S`` their sum, ``M`` the largest, ``n`` their number.
+    By name, with upstream's ``slim_loss_weighted`` number:
+
+    - ``uniform`` (0, and any other number): 1.
+    - ``share`` (1): ``round(w / S, 3)``.
+    - ``proportional`` (2): ``w / M`` (upstream: ``w``, the same when the largest width is 1.0).
+    - ``normalized-share`` (3): ``round(w / S * n, 3)``.
+    - ``slimclr`` (5, the paper's): ``1 + S - M`` for the largest width, 1 for the others.
+    - ``narrower-sum`` (6): ``1 + S - (w + every wider width)``, scaled to sum to ``n``, rounded to 3 decimals.
+    - ``full-plus-largest-sub`` (7): ``1 + (the largest other width)`` for the largest width, 1 for the others.
     """
     widths = [float(w) for w in widths]
-    top = max(widths)
+    top, total, n = max(widths), sum(widths), len(widths)
     if kind == "slimclr":
-        return {w: (1.0 + sum(widths) - top) if w == top else 1.0 for w in widths}
+        return {w: (1.0 + total - top) if w == top else 1.0 for w in widths}
     if kind == "proportional":
         return {w: w / top for w in widths}
     if kind == "uniform":
         return {w: 1.0 for w in widths}
+    if kind == "share":
+        return {w: round(w / total, 3) for w in widths}
+    if kind == "normalized-share":
+        return {w: round(w / total * n, 3) for w in widths}
+    if kind == "narrower-sum":
+        raw = [total - sum(widths[: i + 1]) + 1.0 for i in range(n)]
+        return {w: round(r / sum(raw) * n, 3) for w, r in zip(widths, raw)}
+    if kind == "full-plus-largest-sub":
+        others = [w for w in widths if w != top]
+        return {w: (1.0 + max(others)) if w == top else 1.0 for w in widths} if others else {top: 1.0}
     raise ValueError(f"unknown loss weighting {kind!r}; expected one of {', '.join(LOSS_WEIGHTINGS)}")

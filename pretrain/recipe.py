@@ -35,7 +35,7 @@ class SlimCLRRecipe:
     distill_alpha: float = 0.5              # sub-network loss = (1-a) InfoNCE + a KD
     teacher_temp: float = 5.0
     student_temp: float = 5.0
-    loss_weights: str = "slimclr"           # slimclr | proportional | uniform
+    loss_weights: str = "slimclr"           # losses.LOSS_WEIGHTINGS: slimclr (upstream 5), uniform (0), ...
     head_init_std: Optional[float] = 0.01   # N(0, std) weights, zero biases for the encoder's head; null: torch's
 
     def validate(self) -> None:

@@ -77,3 +77,32 @@ def test_slimclr_reweighting_values():
     assert width_loss_weights([1.0, 0.5], "uniform") == {1.0: 1.0, 0.5: 1.0}
     with pytest.raises(ValueError, match="proportional"):
         width_loss_weights([1.0], "size")
+
+
+def upstream_loss_weights(mode, widths):
+    """SlimCLR models/utils.py loss_weights_generate, written out from its formulas (a list, in order)."""
+    top = max(widths)
+    if mode == 1:
+        return [round(w / sum(widths), 3) for w in widths]
+    if mode == 2:
+        return [float(w) for w in widths]
+    if mode == 3:
+        return [round(w / sum(widths) * len(widths), 3) for w in widths]
+    if mode == 5:
+        return [1.0 + sum(widths) - top if w == top else 1.0 for w in widths]
+    if mode == 6:
+        raw = [sum(widths) - sum(widths[:i + 1]) + 1.0 for i in range(len(widths))]
+        return [round(r / sum(raw) * len(widths), 3) for r in raw]
+    if mode == 7:
+        rest = list(widths)
+        rest.remove(top)
+        return [1.0 + max(rest) if w == top else 1.0 for w in widths]
+    return [1.0 for _ in widths]
+
+
+@pytest.mark.parametrize("name, mode", [("uniform", 0), ("share", 1), ("proportional", 2), ("normalized-share", 3),
+                                        ("slimclr", 5), ("narrower-sum", 6), ("full-plus-largest-sub", 7)])
+@pytest.mark.parametrize("widths", [[1.0, 0.75, 0.5, 0.25], [1.0, 0.5, 0.25], [1.0, 0.5]])
+def test_every_weighting_mode_is_upstreams(name, mode, widths):
+    got = width_loss_weights(widths, name)
+    assert [got[w] for w in widths] == pytest.approx(upstream_loss_weights(mode, widths), abs=1e-12)
