@@ -33,7 +33,7 @@ $(STAMPS)/detectron2: tools/install_detectron2.sh $(STAMPS)/deps
 	@touch $@
 
 # NVIDIA DALI, the optional GPU input path (data.backend: dali), about 425 MB: installed because the
-# tests run its pipeline on DALI's CPU operators (tests/pretrain/test_dali.py).
+# tests run its pipeline on DALI's CPU operators (tests/pretrain/data/test_dali.py).
 $(STAMPS)/dali: $(STAMPS)/deps
 	$(BIN)/pip install $(DALI) $(TORCH)
 	@touch $@

@@ -25,15 +25,15 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import torch
 import yaml
 
-from pretrain.checkpoint import Checkpoint, atomic_write_bytes, file_digest, load_checkpoint, save_checkpoint
-from pretrain.datasets import find_fmnist
+from pretrain.checkpoints.format import Checkpoint, atomic_write_bytes, file_digest, load_checkpoint, save_checkpoint
+from pretrain.data.datasets import find_fmnist
 from pretrain.errors import SlimBenchError
 from pretrain.recipe import load_recipe
-from pretrain.resnet import SlimResNet, parse_arch
+from pretrain.models.resnet import SlimResNet, parse_arch
 
-from .leaderboard import build, plot_png, to_csv, to_html, to_markdown, to_terminal
-from .store import ResultsStore
-from .suites import load_suite, resolve_subnets
+from benchmarks.report import build, plot_png, to_csv, to_html, to_markdown, to_terminal
+from benchmarks.results.store import ResultsStore
+from benchmarks.suites import load_suite, resolve_subnets
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,8 @@ def run_demo_suite(suite_name: str, ckpt: Path, paths: DemoPaths) -> None:
         log.info("demo: suite %s on %s: finished before, reused", suite_name, ckpt)
         return
     if not suite.protocol_cls.uses_engine:
-        from .commands.run import format_results
-        from .runner import run_suite
+        from benchmarks.commands.run import format_results
+        from benchmarks.runner import run_suite
         print(format_results(suite.name, run_suite(suite, ckpt, ResultsStore(paths.db), data_root=paths.data,
                                                    out_root=paths.runs)), flush=True)
         return
@@ -213,7 +213,7 @@ def run_demo(paths: DemoPaths, recipes: Sequence[str] = DEMO_RECIPES, suites: Se
         engine = load_suite(suite_name).protocol_cls.uses_engine
         targets = [c for c in checkpoints if not engine or c.parent.name in ENGINE_SUITES_ON]
         targets += individuals if suite_name in BASELINE_SUITES else []
-        with stages.stage(f"suite {suite_name} ({len(targets)} checkpoints)"):
+        with stages.stage(f"suite {suite_name} ({len(targets)} checkpoint{'s' if len(targets) != 1 else ''})"):
             for ckpt in targets:
                 log.info("demo: suite %s on %s", suite_name, ckpt)
                 run_demo_suite(suite_name, ckpt, paths)
@@ -226,7 +226,7 @@ def run_demo(paths: DemoPaths, recipes: Sequence[str] = DEMO_RECIPES, suites: Se
 
 def diagnose_demo(paths: DemoPaths) -> str:
     """`bench diagnose` of the SlimCLR demo run and its vanilla variant; returns the summary it prints."""
-    from .diagnose import load_runs, summarize, write_outputs
+    from benchmarks.report.diagnose import load_runs, summarize, write_outputs
 
     runs = [paths.runs / "pretrain" / name for name in (VANILLA, BASELINE_RECIPE)]
     loaded = load_runs(runs, labels=["vanilla", "slimclr"])

@@ -73,3 +73,13 @@ def run_digest(resolved: Mapping[str, Any], seed: int) -> str:
     """sha256 of name, protocol, dataset, params, sub-network list and seed: equal for the same work."""
     return _sha256({**comparable(resolved), "name": resolved.get("name"),
                     "subnets": list(resolved.get("subnets") or []), "seed": int(seed)})
+
+
+def _short(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def variant_label(suite: str, variant: Mapping[str, Any], device: str = "") -> str:
+    """``suite[key=value,...]@device``: ``params.`` is dropped from the keys (``fmnist-knn[k=200]``)."""
+    items = [f"{k[len('params.'):] if k.startswith('params.') else k}={_short(v)}" for k, v in sorted(variant.items())]
+    return suite + (f"[{','.join(items)}]" if items else "") + (f"@{device}" if device else "")

@@ -27,14 +27,14 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 import torch
 import yaml
 
-from pretrain.checkpoint import atomic_write_bytes, file_digest, load_checkpoint
+from pretrain.checkpoints.format import atomic_write_bytes, file_digest, load_checkpoint
 from pretrain.errors import DataError
 from pretrain.version import __version__
 from transfer.classify import distributed as dist
 from transfer.protocols.base import Result, RunContext
 
-from .store import ResultsStore
-from .suites import Suite, resolve_subnets
+from benchmarks.results.store import ResultsStore
+from benchmarks.suites import Suite, resolve_subnets
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class RunOutcome:
 
 
 def checkpoint_meta(ckpt) -> Dict[str, Any]:
-    """What a checkpoint says of its pretraining, stored with each run for pairing (benchmarks.pairing)."""
+    """What a checkpoint says of its pretraining, stored with each run for pairing (benchmarks.report.pairing)."""
     return {k: ckpt.extra[k] for k in ("recipe_digest", "individual", "cost", "diagnosis") if k in ckpt.extra}
 
 def code_version() -> str:

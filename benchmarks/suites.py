@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from pretrain.checkpoint import Checkpoint
+from pretrain.checkpoints.format import Checkpoint
 from pretrain.config import apply_overrides, from_dict, load_yaml, to_dict
 from pretrain.errors import ConfigError, DataError, SlimBenchError
-from pretrain.spec import SubnetSpec
+from pretrain.models.spec import SubnetSpec
 from transfer.protocols.base import Protocol, get_protocol
 
-from .digests import config_digest, result_variant, run_digest
+from benchmarks.digests import config_digest, result_variant, run_digest
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "configs" / "suites"
 SELECTIONS = ("all", "widths", "desired")

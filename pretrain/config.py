@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Type, TypeVar, 
 
 import yaml
 
-from .errors import ConfigError
+from pretrain.errors import ConfigError
 
 T = TypeVar("T")
 

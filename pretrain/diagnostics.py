@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .slim_ops import SlimConv2d, SlimLinear, SlimMLP
-from .spec import SubnetError, SubnetSpec
+from pretrain.models.slim_ops import SlimConv2d, SlimLinear, SlimMLP
+from pretrain.models.spec import SubnetError, SubnetSpec
 
 TRAJECTORY_FILE = "head_grad.bin"
 _MAGIC = b"SLIMBENCH-GRAD1\n"

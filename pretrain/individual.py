@@ -15,10 +15,10 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List, Tuple
 
-from .errors import ConfigError
-from .recipe import BYOLRecipe, Recipe, SlimCLRRecipe, recipe_digest
-from .resnet import ARCHS, parse_arch
-from .spec import SubnetError, SubnetSpec, check_contained, format_width
+from pretrain.errors import ConfigError
+from pretrain.recipe import BYOLRecipe, Recipe, SlimCLRRecipe, recipe_digest
+from pretrain.models.resnet import ARCHS, parse_arch
+from pretrain.models.spec import SubnetError, SubnetSpec, check_contained, format_width
 
 
 def baseline_subnets(recipe: Recipe) -> List[SubnetSpec]:

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms as T
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD
-from .datasets import FashionMNIST, image_folder
-from .probe import knn_accuracy
-from .recipe import MonitorRecipe
-from .resnet import SlimResNet
-from .spec import SubnetSpec
+from pretrain.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.data.datasets import FashionMNIST, image_folder
+from pretrain.probe import knn_accuracy
+from pretrain.recipe import MonitorRecipe
+from pretrain.models.resnet import SlimResNet
+from pretrain.models.spec import SubnetSpec
 
 
 def _evenly_spaced(dataset, limit: Optional[int]):

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD
-from .checkpoint import load_checkpoint
-from .datasets import FashionMNIST
-from .resnet import SlimResNet
-from .spec import SubnetSpec
+from pretrain.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.checkpoints.format import load_checkpoint
+from pretrain.data.datasets import FashionMNIST
+from pretrain.models.resnet import SlimResNet
+from pretrain.models.spec import SubnetSpec
 
 
 @torch.no_grad()

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
-from .config import apply_overrides, from_dict, load_yaml, to_dict
-from .errors import ConfigError
-from .losses import LOSS_WEIGHTINGS
-from .resnet import ARCHS, parse_arch
-from .spec import SubnetError, SubnetSpec, check_contained
+from pretrain.config import apply_overrides, from_dict, load_yaml, to_dict
+from pretrain.errors import ConfigError
+from pretrain.methods.losses import LOSS_WEIGHTINGS
+from pretrain.models.resnet import ARCHS, parse_arch
+from pretrain.models.spec import SubnetError, SubnetSpec, check_contained
 
 
 @dataclass

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .spec import SubnetError, SubnetSpec
+from pretrain.models.spec import SubnetError, SubnetSpec
 
 log = logging.getLogger(__name__)
 

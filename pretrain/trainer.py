@@ -30,19 +30,19 @@ import torch.nn as nn
 import yaml
 from tqdm import tqdm
 
-from .checkpoint import Checkpoint, atomic_torch_save, atomic_write_bytes, save_checkpoint
-from .cost import TrainingCost, count_flops, device_kind
-from .diagnostics import GradientDiagnostics
-from .distributed import DistInfo, all_reduce_mean, all_reduce_min, barrier, init_from_env
-from .keep import epoch_due, keep_checkpoint
-from .errors import ConfigError, SlimBenchError
-from .augment import DeviceNormalize
-from .loader import build_loader
-from .methods import PretrainMethod, StepContext, build_method
-from .optim import LRSchedule, build_optimizer, set_lr
-from .recipe import Recipe, RunRecipe, SlimCLRRecipe, check_world, recipe_dict, recipe_digest
-from .resnet import SlimResNet, parse_arch
-from .tensorboard_log import TensorBoardLog
+from pretrain.checkpoints.format import Checkpoint, atomic_torch_save, atomic_write_bytes, save_checkpoint
+from pretrain.cost import TrainingCost, count_flops, device_kind
+from pretrain.diagnostics import GradientDiagnostics
+from pretrain.distributed import DistInfo, all_reduce_mean, all_reduce_min, barrier, init_from_env
+from pretrain.checkpoints.keep import epoch_due, keep_checkpoint
+from pretrain.errors import ConfigError, SlimBenchError
+from pretrain.data.augment import DeviceNormalize
+from pretrain.data.loader import build_loader
+from pretrain.methods import PretrainMethod, StepContext, build_method
+from pretrain.optim import LRSchedule, build_optimizer, set_lr
+from pretrain.recipe import Recipe, RunRecipe, SlimCLRRecipe, check_world, recipe_dict, recipe_digest
+from pretrain.models.resnet import SlimResNet, parse_arch
+from pretrain.tensorboard_log import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class Trainer:
         # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if r.data.backend == "dali":
-            from .dali import build_dali_loader   # the optional extra, imported only when asked for
+            from pretrain.data.dali import build_dali_loader   # the optional extra, imported only when asked for
             self.loader, self.sampler = build_dali_loader(r.data, r.run.seed, info.rank, info.world_size,
                                                           info.device)
         else:
@@ -328,7 +328,7 @@ class Trainer:
 
     def _monitor(self):
         """``run.monitor``'s kNN monitor (its images read now, so a bad path fails before training)."""
-        from .monitor import KnnMonitor, monitored_subnets
+        from pretrain.monitor import KnnMonitor, monitored_subnets
 
         self.monitored = monitored_subnets(self.method.encoder, self.method.desired())
         return KnnMonitor(self.recipe.run.monitor, self.recipe.data.image_size, self.info.device)

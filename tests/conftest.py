@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from pretrain.resnet import SlimResNet
+from pretrain.models.resnet import SlimResNet
 
 
 # Under pytest-xdist each worker takes one core: torch's own threads would oversubscribe them.

@@ -6,7 +6,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from pretrain.datasets import image_folder
+from pretrain.data.datasets import image_folder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

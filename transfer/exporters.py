@@ -9,8 +9,8 @@ import importlib
 from pathlib import Path
 from typing import Callable, Dict
 
-from pretrain.checkpoint import atomic_torch_save
-from pretrain.plain_resnet import PlainResNet
+from pretrain.checkpoints.format import atomic_torch_save
+from pretrain.models.plain_resnet import PlainResNet
 
 # name -> "module:function"; each function is (plain network, output path) -> output path
 EXPORTERS: Dict[str, str] = {

@@ -17,8 +17,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pretrain.checkpoint import atomic_torch_save, read_torch_file
-from pretrain.plain_resnet import PlainResNet
+from pretrain.checkpoints.format import atomic_torch_save, read_torch_file
+from pretrain.models.plain_resnet import PlainResNet
 from transfer.classify import distributed as dist
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from pretrain.checkpoint import atomic_write_bytes
-from pretrain.datasets import FMNIST_CLASSES, FashionMNIST
+from pretrain.checkpoints.format import atomic_write_bytes
+from pretrain.data.datasets import FMNIST_CLASSES, FashionMNIST
 
 SCENES_VERSION = 1
 SPLITS = {"train": "train", "val": "test"}  # scene split -> Fashion-MNIST split its objects come from

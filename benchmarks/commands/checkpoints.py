@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-# the layouts of pretrain.importers (listed here so `bench --help` does not import torch)
+# the layouts of pretrain.checkpoints.importers (listed here so `bench --help` does not import torch)
 LAYOUTS = ("moco", "mocov3", "solo-learn", "mmselfsup", "vissl", "lightly", "timm", "torchvision", "slimclr",
            "slimclr-linear")
 
@@ -52,8 +52,8 @@ def register(sub, list_sub) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     import torch
 
-    from pretrain.checkpoint import Checkpoint, save_checkpoint
-    from pretrain.resnet import SlimResNet, parse_arch
+    from pretrain.checkpoints.format import Checkpoint, save_checkpoint
+    from pretrain.models.resnet import SlimResNet, parse_arch
 
     torch.manual_seed(args.seed)
     widths = [float(w) for w in args.widths.split(",")]
@@ -65,8 +65,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from pretrain.checkpoint import save_checkpoint
-    from pretrain.importers import ImportOptions, import_file
+    from pretrain.checkpoints.format import save_checkpoint
+    from pretrain.checkpoints.importers import ImportOptions, import_file
 
     blocks = tuple(int(b) for b in args.blocks.split(".")) if args.blocks else None
     ckpt, importer, claim = import_file(args.src, args.source_format, ImportOptions(args.width, blocks))
@@ -100,8 +100,8 @@ def describe_dropped(extra: dict, prefix: str = "") -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pretrain.checkpoint import load_checkpoint
-    from pretrain.slim import extract
+    from pretrain.checkpoints.format import load_checkpoint
+    from pretrain.checkpoints.extract import extract
     from transfer.exporters import get_exporter
 
     exporter = get_exporter(args.to)
@@ -117,14 +117,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_list_subnets(args: argparse.Namespace) -> int:
-    from pretrain.checkpoint import load_checkpoint
+    from pretrain.checkpoints.format import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.build_model()
     depths = [tuple(int(b) for b in d.split(".")) for d in args.depths.split(";") if d.strip()]
     desired = [model.check_subnet(d) for d in ckpt.desired]
     subnets = list(dict.fromkeys(desired + model.subnets(depths)))
-    from pretrain.complexity import default_resolution
+    from pretrain.models.complexity import default_resolution
 
     resolution = args.resolution or default_resolution(model.stem)
     print(format_subnet_table(model, ckpt, subnets, set(desired), resolution))
@@ -133,7 +133,7 @@ def cmd_list_subnets(args: argparse.Namespace) -> int:
 
 def format_subnet_table(model, ckpt, subnets, desired, resolution: int) -> str:
     """The table `bench list subnets` prints: desired networks first, marked with *."""
-    from pretrain.complexity import complexity_table
+    from pretrain.models.complexity import complexity_table
     from pretrain.cost import describe_cost
 
     individual = ckpt.extra.get("individual")

@@ -23,7 +23,7 @@ def register(sub, list_sub) -> None:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from benchmarks.diagnose import load_runs, summarize, write_outputs
+    from benchmarks.report.diagnose import load_runs, summarize, write_outputs
 
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     runs = load_runs(args.runs, labels)

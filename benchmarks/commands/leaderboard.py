@@ -40,16 +40,16 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
 
 def published_entries(choice: str):
     """The published results ``--published`` asks for (validated), or none."""
-    from benchmarks.published import load_published
+    from benchmarks.report.published import load_published
 
     return [] if choice == "none" else load_published(None if choice == "all" else Path(choice))
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from benchmarks.leaderboard import build, render
-    from pretrain.checkpoint import atomic_write_bytes
+    from benchmarks.report import build, render
+    from pretrain.checkpoints.format import atomic_write_bytes
 
-    from benchmarks.leaderboard import to_terminal
+    from benchmarks.report import to_terminal
 
     board = build(existing_store(args.db, args.runs).rows(), args.suite, published_entries(args.published))
     if args.out is None and args.format == "md" and args.columns == "headline":
@@ -69,12 +69,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def existing_store(dbs=(), runs_dir: Optional[Path] = None):
     """The store(s) named by ``--db`` (repeatable) and ``--runs``, which must exist (default $SLIMBENCH_DB
-    or ./runs/results.db); several are merged by run id (``benchmarks.merged``).
+    or ./runs/results.db); several are merged by run id (``benchmarks.results.merged``).
 
     ``ResultsStore`` creates a missing database, right for `bench run`; a reader that did so would
     print an empty table for a mistyped path instead of saying there is nothing there.
     """
-    from benchmarks.merged import open_results
+    from benchmarks.results.merged import open_results
 
     return open_results([dbs] if isinstance(dbs, (str, Path)) else list(dbs or ()), runs_dir)
 

@@ -82,8 +82,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def submit_runs(args: argparse.Namespace, runs) -> int:
     """``--launcher``: each run as one submitit job of ``--nodes`` x ``--gpus-per-node`` tasks."""
-    from benchmarks.launch import DEFAULT_TIME_MIN, Resources, default_gpus
-    from benchmarks.pretrain_launch import submit_pretraining
+    from benchmarks.launch.jobs import DEFAULT_TIME_MIN, Resources, default_gpus
+    from benchmarks.launch.pretrain import submit_pretraining
 
     gpus = args.gpus_per_node if args.launcher == "slurm" or default_gpus() else 0
     res = Resources(partition=args.partition, account=args.account, time_min=args.time_min or DEFAULT_TIME_MIN,
@@ -109,7 +109,7 @@ def heads_summary(recipe) -> str:
     """Comment lines: the networks each step trains, and each trained head's layers at the largest and
     the smallest width."""
     from pretrain.methods import build_method
-    from pretrain.spec import format_width
+    from pretrain.models.spec import format_width
     from pretrain.trainer import build_encoder
 
     method = build_method(recipe, build_encoder(recipe))

@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from benchmarks.runner import RunInterrupted, run_suite
-    from benchmarks.store import ResultsStore
+    from benchmarks.results.store import ResultsStore
     from benchmarks.suites import load_suite
 
     suite = load_suite(args.suite, args.overrides)

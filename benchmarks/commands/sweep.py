@@ -11,7 +11,7 @@ def register(sub, list_sub) -> None:
                                      "jobs on SLURM or locally, each into a store of its own",
                        description="Submit every cell of PLAN.yaml that is neither finished nor running "
                                    "(a rerun picks up killed and failed cells); `bench leaderboard --runs OUT` "
-                                   "merges the cells' stores. See benchmarks/sweep.py for the plan format.")
+                                   "merges the cells' stores. See benchmarks/launch/sweep.py for the plan format.")
     p.add_argument("plan", type=Path, help="plan YAML: checkpoints, suites, subnets, seeds, overrides, launcher")
     p.add_argument("--out", type=Path, help="the cells' run folders and stores (default: runs/sweeps/<plan name>)")
     p.add_argument("--launcher", choices=["slurm", "local"], default="slurm",
@@ -31,7 +31,7 @@ def register(sub, list_sub) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from benchmarks.sweep import LauncherPlan, Sweep, format_status
+    from benchmarks.launch.sweep import LauncherPlan, Sweep, format_status
 
     flags = LauncherPlan(partition=args.partition, account=args.account, time_min=args.time_min,
                          gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb,

@@ -3,7 +3,7 @@
 Each side reads real JPEGs through torchvision's ``ImageFolder`` (decoded from the file every time,
 as in training) and makes one pair of 224 px views per image:
 
-- SlimBench: ``pretrain.loader.TwoViewDataset`` over ``pretrain.augment.two_view_transforms``, as
+- SlimBench: ``pretrain.data.loader.TwoViewDataset`` over ``pretrain.data.augment.two_view_transforms``, as
   the trainer's loader builds it (per-sample seeds, uint8 views normalised later on the device);
 - upstream: SlimCLR's ``dataset/dataloader.py`` transform lists for ``ssl_aug`` ``mocov2`` and
   ``mocov3`` (BYOL's recipe), rebuilt here from their values, with the ``GaussianBlur`` and
@@ -28,8 +28,8 @@ from PIL import Image, ImageFilter, ImageOps
 from torchvision import datasets
 from torchvision import transforms as T
 
-from pretrain.augment import two_view_transforms
-from pretrain.loader import TwoViewDataset
+from pretrain.data.augment import two_view_transforms
+from pretrain.data.loader import TwoViewDataset
 
 # ImageNet's median image is about 500 x 375; these span its common shapes
 SIZES = ((500, 375), (375, 500), (500, 333), (640, 480), (500, 500), (800, 600))

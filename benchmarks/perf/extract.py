@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 import torchvision
 
-from pretrain.resnet import SlimResNet
-from pretrain.slim import extract
+from pretrain.models.resnet import SlimResNet
+from pretrain.checkpoints.extract import extract
 
-from .timing import median_time
+from benchmarks.perf.timing import median_time
 
 
 def run(batch: int = 8, resolution: int = 224, repeats: int = 10) -> dict:

@@ -22,10 +22,10 @@ from typing import Dict, List, Optional
 
 import torch
 
-from pretrain.augment import DeviceNormalize
+from pretrain.data.augment import DeviceNormalize
 from pretrain.methods import StepContext, build_method
 from pretrain.recipe import load_recipe
-from pretrain.slim import extract
+from pretrain.checkpoints.extract import extract
 from pretrain.trainer import build_encoder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +88,7 @@ def train_steps(recipe_path: str, device: torch.device, batch: int, size: int, s
 
 def pil_pairs(folder: Path, device: torch.device, batch: int, batches: int, workers: int, size: int) -> float:
     """Two-view pairs/s of the PIL loader with ``workers`` workers, views normalised on ``device``."""
-    from pretrain.loader import build_loader
+    from pretrain.data.loader import build_loader
     from pretrain.recipe import DataRecipe
 
     data = DataRecipe(dataset="imagefolder", root=str(folder), image_size=size, batch_size=batch, workers=workers)
@@ -105,7 +105,7 @@ def dali_pairs(folder: Path, device: torch.device, batch: int, batches: int, wor
         import nvidia.dali  # noqa: F401
     except ImportError:
         return None
-    from pretrain.dali import build_dali_loader
+    from pretrain.data.dali import build_dali_loader
     from pretrain.recipe import DataRecipe
 
     data = DataRecipe(dataset="imagefolder", root=str(folder), image_size=size, batch_size=batch,
@@ -127,7 +127,7 @@ def _drain(batches, batch: int, count: int, device: torch.device) -> float:
 
 def feature_images(device: torch.device, batch: int, size: int, steps: int) -> float:
     """Images/s of the extracted R50 w1.0 forward under AMP (linear-fast's feature extraction)."""
-    from pretrain.resnet import SlimResNet
+    from pretrain.models.resnet import SlimResNet
 
     net = extract(SlimResNet(50, widths=[1.0, 0.75, 0.5, 0.25]), "w1.0", device=device).eval()
     x = torch.randn(batch, 3, size, size, device=device)
@@ -162,7 +162,7 @@ def run(quick: bool = False) -> Dict[str, object]:
                          f"{r['images_per_s']:.0f} img/s", f"{r['peak_gib']:.1f} GiB peak"))
     workers = 0 if quick else max(1, (os.cpu_count() or 2) - 1)
     with tempfile.TemporaryDirectory() as tmp:
-        from .augment import make_image_folder
+        from benchmarks.perf.augment import make_image_folder
         folder = make_image_folder(Path(tmp), copies=2 if quick else 40)
         n = 2 if quick else 30
         pil = pil_pairs(folder, device, batch, n, workers, size)

@@ -1,6 +1,6 @@
 """The pretraining loader on CPU: pairs per second, and the share of a step spent waiting for data.
 
-Two ways to drive the same ``pretrain.loader`` dataset, sampler and workers over several epochs:
+Two ways to drive the same ``pretrain.data.loader`` dataset, sampler and workers over several epochs:
 
 - ``one pass`` (the trainer now): one loader over every epoch, persistent workers, prefetching
   across epoch boundaries;
@@ -23,11 +23,11 @@ from typing import Dict
 import torch
 from torch.utils.data import DataLoader
 
-from pretrain.loader import TwoViewDataset, build_image_dataset, build_sampler
-from pretrain.augment import two_view_transforms
+from pretrain.data.loader import TwoViewDataset, build_image_dataset, build_sampler
+from pretrain.data.augment import two_view_transforms
 from pretrain.recipe import DataRecipe
 
-from .augment import make_image_folder
+from benchmarks.perf.augment import make_image_folder
 
 
 def _loader(data: DataRecipe, persistent: bool):

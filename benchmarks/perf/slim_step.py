@@ -16,11 +16,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pretrain.losses import info_nce, soft_cross_entropy, width_loss_weights
-from pretrain.resnet import SlimResNet
-from pretrain.slim import extract
-from pretrain.slim_ops import SlimMLP, channels
-from pretrain.spec import SubnetSpec
+from pretrain.methods.losses import info_nce, soft_cross_entropy, width_loss_weights
+from pretrain.models.resnet import SlimResNet
+from pretrain.checkpoints.extract import extract
+from pretrain.models.slim_ops import SlimMLP, channels
+from pretrain.models.spec import SubnetSpec
 
 
 

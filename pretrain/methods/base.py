@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Type
 import torch
 import torch.nn as nn
 
-from ..resnet import SlimResNet
+from pretrain.models.resnet import SlimResNet
 
 METHODS: Dict[str, Type["PretrainMethod"]] = {}
 
@@ -105,8 +105,8 @@ class PretrainMethod(nn.Module):
 
     def head_summary(self, index: int) -> Dict[str, str]:
         """The layers of each trained head at the listed width number ``index``, e.g. for ``--dry-run``."""
-        from ..slim_ops import SlimMLP
-        from ..spec import SubnetSpec
+        from pretrain.models.slim_ops import SlimMLP
+        from pretrain.models.spec import SubnetSpec
 
         features = self.encoder.num_features(SubnetSpec(self.encoder.widths[index]))
         out = {}
@@ -133,7 +133,7 @@ class PretrainMethod(nn.Module):
         return []
 
     def stored_probe(self) -> Optional[dict]:
-        """A classifier the method trained, to store as the checkpoint's probe (``pretrain.checkpoint``); None."""
+        """A classifier the method trained, to store as the checkpoint's probe (``pretrain.checkpoints.format``); None."""
         return None
 
     def diagnose(self, logged: Dict[str, float]) -> List[Dict[str, str]]:

@@ -40,11 +40,11 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ..distributed import gather_with_local_grad, rank
-from ..losses import byol_loss, uniformity_loss
-from ..slim_ops import SlimMLP, frozen_bn_stats
-from ..spec import SubnetSpec
-from .base import PretrainMethod, StepContext, frozen_copy, register_method
+from pretrain.distributed import gather_with_local_grad, rank
+from pretrain.methods.losses import byol_loss, uniformity_loss
+from pretrain.models.slim_ops import SlimMLP, frozen_bn_stats
+from pretrain.models.spec import SubnetSpec
+from pretrain.methods.base import PretrainMethod, StepContext, frozen_copy, register_method
 
 
 @register_method("dspnet-byol")

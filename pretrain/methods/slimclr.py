@@ -24,9 +24,9 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ..losses import info_nce, soft_cross_entropy, width_loss_weights
-from ..spec import SubnetSpec, format_width
-from .base import PretrainMethod, StepContext
+from pretrain.methods.losses import info_nce, soft_cross_entropy, width_loss_weights
+from pretrain.models.spec import SubnetSpec, format_width
+from pretrain.methods.base import PretrainMethod, StepContext
 
 Similarities = List[Tuple[torch.Tensor, torch.Tensor]]   # (cosine similarities, labels) per loss direction
 

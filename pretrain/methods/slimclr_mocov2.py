@@ -25,11 +25,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..distributed import batch_shuffle, batch_unshuffle, concat_all_gather, world_size
-from ..slim_ops import SlimMLP
-from ..spec import SubnetSpec, format_width
-from .base import frozen_copy, normal_init_, register_method
-from .slimclr import SlimCLR
+from pretrain.distributed import batch_shuffle, batch_unshuffle, concat_all_gather, world_size
+from pretrain.models.slim_ops import SlimMLP
+from pretrain.models.spec import SubnetSpec, format_width
+from pretrain.methods.base import frozen_copy, normal_init_, register_method
+from pretrain.methods.slimclr import SlimCLR
 
 
 # pos - neg_batch below this (in cosine) counts as no instance discrimination. A trained MoCo keeps

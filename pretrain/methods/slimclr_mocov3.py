@@ -19,11 +19,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..distributed import concat_all_gather, rank, world_size
-from ..slim_ops import SlimMLP
-from ..spec import SubnetSpec, format_width
-from .base import frozen_copy, normal_init_, register_method
-from .slimclr import SlimCLR
+from pretrain.distributed import concat_all_gather, rank, world_size
+from pretrain.models.slim_ops import SlimMLP
+from pretrain.models.spec import SubnetSpec, format_width
+from pretrain.methods.base import frozen_copy, normal_init_, register_method
+from pretrain.methods.slimclr import SlimCLR
 
 
 @register_method("slimclr-mocov3")

@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..slim_ops import SlimLinear
-from ..spec import SubnetSpec, format_width
-from .base import PretrainMethod, StepContext, normal_init_, register_method
+from pretrain.models.slim_ops import SlimLinear
+from pretrain.models.spec import SubnetSpec, format_width
+from pretrain.methods.base import PretrainMethod, StepContext, normal_init_, register_method
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ import torch
 import torchvision
 
 from benchmarks.cli import main
-from pretrain.checkpoint import load_checkpoint
+from pretrain.checkpoints.format import load_checkpoint
 
 
 def test_init_list_export(tmp_path, capsys):

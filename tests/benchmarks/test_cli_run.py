@@ -5,7 +5,7 @@ import io
 import pytest
 
 from benchmarks.cli import main
-from benchmarks.store import ResultsStore
+from benchmarks.results.store import ResultsStore
 from tests.transfer.conftest import make_checkpoint, make_image_folder
 
 TINY_SUITE = """\

@@ -36,7 +36,7 @@ def test_classification_suites_run_in_the_demo_process_and_engines_in_a_child(se
 
     import benchmarks.demo as demo
     from benchmarks.demo import run_demo_suite
-    from benchmarks.store import ResultsStore
+    from benchmarks.results.store import ResultsStore
     from transfer.protocols.base import PROTOCOL_MODULES, get_protocol
     tmp_path, ckpt = setup
     paths = DemoPaths(tmp_path / "runs", tmp_path / "data")
@@ -55,7 +55,7 @@ def test_classification_suites_run_in_the_demo_process_and_engines_in_a_child(se
 
 def test_the_demo_vanilla_variant_is_the_ablation_plans(tmp_path):
     from benchmarks.demo import VANILLA_OVERRIDES
-    from benchmarks.sweep import load_plan
+    from benchmarks.launch.sweep import load_plan
 
     plan = load_plan(Path(__file__).resolve().parents[2] / "configs/ablations/demo-slimclr-mocov2-techniques.yaml")
     (vanilla,) = [v for v in plan.pretrain if v.name == "demo-vanilla"]

@@ -2,8 +2,8 @@
 they come from SlimBench's demo recipe, not from DSPNet's published one."""
 import re
 
-from benchmarks.leaderboard import build, to_csv, to_html, to_markdown, to_terminal
-from tests.benchmarks.test_leaderboard import row
+from benchmarks.report import build, to_csv, to_html, to_markdown, to_terminal
+from tests.benchmarks.report.test_leaderboard import row
 
 
 def demo_rows():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.store import ResultsStore
+from benchmarks.results.store import ResultsStore
 from tests.transfer.conftest import make_checkpoint, make_image_folder
 
 SUITE = """\

@@ -6,11 +6,11 @@ import json
 import pytest
 
 from benchmarks.digests import EXECUTION_ONLY, comparable, config_digest, run_digest
-from benchmarks.leaderboard import build
+from benchmarks.report import build
 from benchmarks.runner import run_suite
-from benchmarks.store import ResultsStore
+from benchmarks.results.store import ResultsStore
 from benchmarks.suites import load_suite
-from pretrain.spec import SubnetSpec
+from pretrain.models.spec import SubnetSpec
 from tests.transfer.conftest import make_checkpoint
 from transfer.protocols.base import get_protocol
 

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from benchmarks.suites import load_suite, resolve_subnets, suite_paths
-from pretrain.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from pretrain.checkpoints.format import Checkpoint, load_checkpoint, save_checkpoint
 from pretrain.errors import ConfigError, DataError
-from pretrain.resnet import SlimResNet
-from pretrain.spec import SubnetError, SubnetSpec
+from pretrain.models.resnet import SlimResNet
+from pretrain.models.spec import SubnetError, SubnetSpec
 from tests.transfer.conftest import make_checkpoint
 
 SHIPPED = {"imagenet-linear", "imagenet-linear-fast", "imagenet-linear-slimclr-mocov2",

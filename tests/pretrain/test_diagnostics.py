@@ -10,7 +10,7 @@ from pretrain.diagnostics import (TRAJECTORY_FILE, GradientDiagnostics, Trajecto
                                   slice_cosine, trace_slices)
 from pretrain.methods import build_method
 from pretrain.recipe import parse_recipe
-from pretrain.spec import SubnetSpec
+from pretrain.models.spec import SubnetSpec
 from pretrain.trainer import LOG_FILE, build_encoder, train
 from tests.pretrain.test_trainer import tiny_recipe_dict
 

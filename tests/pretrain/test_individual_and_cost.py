@@ -4,15 +4,15 @@ import torch
 import yaml
 
 from benchmarks.cli import main
-from pretrain.checkpoint import CheckpointError, load_checkpoint
+from pretrain.checkpoints.format import CheckpointError, load_checkpoint
 from pretrain.errors import ConfigError
-from pretrain.importers import import_torchvision
+from pretrain.checkpoints.importers import import_torchvision
 from pretrain.individual import baseline_subnets, individual_recipe
-from pretrain.plain_resnet import PlainResNet
+from pretrain.models.plain_resnet import PlainResNet
 from pretrain.recipe import parse_recipe, recipe_digest
-from pretrain.resnet import plan_resnet
-from pretrain.slim import extract
-from pretrain.slim_ops import _SwitchableBatchNorm
+from pretrain.models.resnet import plan_resnet
+from pretrain.checkpoints.extract import extract
+from pretrain.models.slim_ops import _SwitchableBatchNorm
 from pretrain.trainer import LOG_FILE, train
 from tests.pretrain.test_trainer import tiny_recipe_dict
 

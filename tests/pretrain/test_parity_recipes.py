@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
-from pretrain.augment import two_view_transforms
+from pretrain.data.augment import two_view_transforms
 from pretrain.methods import StepContext, build_method
 from pretrain.optim import build_optimizer
 from pretrain.recipe import load_recipe, parse_recipe
-from pretrain.spec import SubnetSpec
+from pretrain.models.spec import SubnetSpec
 from pretrain.trainer import build_encoder, lr_schedule
 
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "pretrain"

@@ -5,9 +5,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pretrain.checkpoint import load_checkpoint
+from pretrain.checkpoints.format import load_checkpoint
 from pretrain.errors import ConfigError
-from pretrain.keep import epoch_due
+from pretrain.checkpoints.keep import epoch_due
 from pretrain.recipe import parse_recipe
 from pretrain.tensorboard_log import tag
 from pretrain.trainer import CHECKPOINT_FILE, LOG_FILE, train

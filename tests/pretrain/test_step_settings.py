@@ -44,7 +44,8 @@ class ScriptedClock:
 
 def script_timing(monkeypatch, per_image: float, per_step: float) -> None:
     """Each image read costs ``per_image`` seconds and each training step ``per_step``, on a scripted clock."""
-    from pretrain import loader, trainer
+    from pretrain import trainer
+    from pretrain.data import loader
 
     clock = ScriptedClock()
     monkeypatch.setattr(trainer, "clock", clock)

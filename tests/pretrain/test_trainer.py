@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from pretrain.checkpoint import load_checkpoint
+from pretrain.checkpoints.format import load_checkpoint
 from pretrain.recipe import parse_recipe
 from pretrain.trainer import CHECKPOINT_FILE, LOG_FILE, STATE_FILE, NonFiniteLoss, TrainingError, train
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.cli import main
-from benchmarks.store import ResultsStore
+from benchmarks.results.store import ResultsStore
 from benchmarks.suites import SUITES_DIR, load_suite
 from pretrain.errors import SlimBenchError
 from pretrain.recipe import load_recipe

@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from benchmarks.leaderboard import build
-from benchmarks.store import ResultsStore
+from benchmarks.report import build
+from benchmarks.results.store import ResultsStore
 from tests.reliability.conftest import bench, db_statuses, kill, start_bench, wait_until
 
 

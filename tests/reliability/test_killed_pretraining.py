@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from pretrain.checkpoint import load_checkpoint
+from pretrain.checkpoints.format import load_checkpoint
 from pretrain.trainer import CHECKPOINT_FILE, LOG_FILE, STATE_FILE
 from tests.pretrain.test_trainer import tiny_recipe_dict
 from tests.reliability.conftest import bench, kill, start_bench, wait_until

@@ -10,8 +10,8 @@ import signal
 
 import pytest
 
-from benchmarks.leaderboard import build
-from benchmarks.store import ResultsStore
+from benchmarks.report import build
+from benchmarks.results.store import ResultsStore
 from tests.reliability.conftest import bench, db_statuses, kill, start_bench, wait_until
 
 SCENES = "dataset: {kind: demo-scenes, num_train: 8, num_val: 4}\n"

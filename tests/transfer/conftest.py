@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pretrain.checkpoint import Checkpoint, save_checkpoint
-from pretrain.resnet import SlimResNet
+from pretrain.checkpoints.format import Checkpoint, save_checkpoint
+from pretrain.models.resnet import SlimResNet
 
 # one colour per class: separable even for a random-init network's pooled features
 COLOURS = ((220, 40, 40), (40, 60, 220), (40, 200, 60))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pretrain.errors import ConfigError
-from pretrain.plain_resnet import PlainResNet
-from pretrain.resnet import plan_resnet
+from pretrain.models.plain_resnet import PlainResNet
+from pretrain.models.resnet import plan_resnet
 from transfer.detection import backbone as d2_backbone
 from transfer.detection.compat import (MissingDetectron2Op, has_detectron2_ext, install_library_aliases,
                                        install_placeholder_ext)

@@ -139,7 +139,7 @@ def test_a_file_without_masks_refuses_a_mask_rcnn_and_names_a_box_only_config(sc
 
 
 def test_the_named_box_only_config_trains_no_masks():
-    from pretrain.resnet import SlimResNet
+    from pretrain.models.resnet import SlimResNet
     from transfer.detection.config import build_config
 
     arch = SlimResNet(50, widths=[1.0, 0.25]).arch_config()
@@ -189,9 +189,9 @@ def test_inspect_reads_both_splits_and_voc_has_no_masks(scenes, tmp_path):
 def test_mask_rcnn_trains_and_evaluates_on_rle_at_its_base_configs_mask_format(scenes, tmp_path, train_kind,
                                                                                  val_kind):
     """mask_rcnn_R_50_FPN_1x keeps Detectron2's default polygon format; RLE jsons crashed its loader."""
-    from pretrain.checkpoint import Checkpoint
-    from pretrain.resnet import SlimResNet
-    from pretrain.spec import SubnetSpec
+    from pretrain.checkpoints.format import Checkpoint
+    from pretrain.models.resnet import SlimResNet
+    from pretrain.models.spec import SubnetSpec
     from transfer.protocols.base import RunContext, get_protocol
 
     root = tmp_path / "coco"

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.checkpoint import Checkpoint
-from pretrain.resnet import SlimResNet
-from pretrain.slim import extract
+from pretrain.checkpoints.format import Checkpoint
+from pretrain.models.resnet import SlimResNet
+from pretrain.checkpoints.extract import extract
 from tests.conftest import randomize_bn
 from transfer.detection.export import detectron2_key, export_detectron2
 from transfer.exporters import get_exporter

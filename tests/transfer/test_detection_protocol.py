@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.checkpoint import Checkpoint
+from pretrain.checkpoints.format import Checkpoint
 from pretrain.config import from_dict
 from pretrain.errors import ConfigError, DataError
-from pretrain.resnet import SlimResNet
-from pretrain.spec import SubnetSpec
+from pretrain.models.resnet import SlimResNet
+from pretrain.models.spec import SubnetSpec
 from transfer.protocols.base import RunContext, get_protocol
 from transfer.scenes import SceneSettings, ensure_scenes
 
@@ -53,7 +53,7 @@ def test_shipped_suites_validate():
 
 
 def test_metrics_are_named_by_task_and_no_predictions_score_zero():
-    from transfer.detection.protocol import flatten_metrics
+    from transfer.detection.metrics import flatten_metrics
 
     out = flatten_metrics({"bbox": {"AP": 12.5, "AP50": 30.0, "AP75": math.nan, "APl": math.nan, "AP-cat": 3.0},
                            "segm": {"AP": 10.0}})

@@ -9,8 +9,8 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, Dataset
 
-from pretrain.checkpoint import load_checkpoint
-from pretrain.slim import extract
+from pretrain.checkpoints.format import load_checkpoint
+from pretrain.checkpoints.extract import extract
 from transfer.classify.data import ClassificationData
 from transfer.features import FeatureCache, cached_features, extract_features
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from pretrain.checkpoint import load_checkpoint
+from pretrain.checkpoints.format import load_checkpoint
 from pretrain.config import from_dict
-from pretrain.spec import SubnetSpec
+from pretrain.models.spec import SubnetSpec
 from transfer.protocols.base import RunContext, get_protocol
 from transfer.protocols.linear import ProbeParams, train_probe_on_features
 

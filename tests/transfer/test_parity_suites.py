@@ -32,9 +32,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torchvision import transforms as T
 
 from benchmarks.suites import load_suite
-from pretrain.checkpoint import load_checkpoint
+from pretrain.checkpoints.format import load_checkpoint
 from pretrain.config import from_dict
-from pretrain.spec import SubnetSpec
+from pretrain.models.spec import SubnetSpec
 from transfer.protocols.base import RunContext, get_protocol
 
 from .conftest import make_checkpoint, make_image_folder

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.spec import SubnetSpec
+from pretrain.models.spec import SubnetSpec
 from transfer.classify.knn import knn_predict
 from transfer.classify.metrics import topk_correct
 from transfer.classify.probe import SwitchableProbe, soft_cross_entropy, switchable_loss, teacher_index

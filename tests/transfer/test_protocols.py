@@ -4,11 +4,11 @@ import dataclasses
 import pytest
 import torch
 
-from pretrain.checkpoint import load_checkpoint
-from pretrain.complexity import complexity_table
+from pretrain.checkpoints.format import load_checkpoint
+from pretrain.models.complexity import complexity_table
 from pretrain.config import from_dict
 from pretrain.errors import ConfigError, DataError
-from pretrain.spec import SubnetSpec
+from pretrain.models.spec import SubnetSpec
 from transfer.classify.data import ClassificationData, targets_of
 from transfer.features import FeatureCache, cached_features, extract_features
 from transfer.protocols.base import RunContext, get_protocol
@@ -61,7 +61,7 @@ def test_linear_fast_caches_features_and_matches_fresh_extraction(tiny):
     cached, labels = cache.load("w0.5", "val")
     assert cached.shape == (24, 256) and labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
     assert cached.dtype == torch.float32   # small: kept exact (float16 only above HALF_ABOVE_BYTES)
-    from pretrain.slim import extract
+    from pretrain.checkpoints.extract import extract
     from torch.utils.data import DataLoader
     val = ctx.dataset.split(ctx.data_root, "val", ctx.dataset.eval_transform())
     fresh, _ = extract_features({"w0.5": extract(ctx.checkpoint, "w0.5")}, DataLoader(val, batch_size=5),
@@ -107,7 +107,7 @@ def test_feature_protocols_build_each_subnet_once_and_none_when_cached(tiny, mon
 
 
 def test_depth_variant_of_a_stored_width_is_calibrated_on_training_images(tiny):
-    from pretrain.slim import calibrate_bn, extract
+    from pretrain.checkpoints.extract import calibrate_bn, extract
     from transfer.classify.subnets import extract_subnet
     _, ctx = context(tiny, "knn", {"k": 5, "workers": 0}, DATA)
     spec = SubnetSpec.parse("w1.0-d1.1.1.1")
@@ -121,7 +121,7 @@ def test_depth_variant_of_a_stored_width_is_calibrated_on_training_images(tiny):
 
 
 def test_unstored_width_is_calibrated_on_training_images(tiny):
-    from pretrain.slim import calibrate_bn, extract
+    from pretrain.checkpoints.extract import calibrate_bn, extract
     from transfer.classify.subnets import extract_subnet
     _, ctx = context(tiny, "knn", {"k": 5, "workers": 0}, DATA)
     net = extract_subnet(ctx, SubnetSpec(0.75))

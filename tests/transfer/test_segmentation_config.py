@@ -3,8 +3,8 @@ import pytest
 from mmengine.config import Config
 
 from pretrain.errors import ConfigError
-from pretrain.resnet import plan_resnet
-from pretrain.spec import SubnetSpec
+from pretrain.models.resnet import plan_resnet
+from pretrain.models.spec import SubnetSpec
 from transfer.segmentation import backbone as _registers_backbone  # noqa: F401
 from transfer.segmentation.compat import import_mmseg
 from transfer.segmentation.config import base_config, mmseg_resnet_fits, model_config, runner_config

@@ -3,9 +3,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from pretrain.resnet import SlimResNet
-from pretrain.slim import extract
-from pretrain.spec import SubnetSpec
+from pretrain.models.resnet import SlimResNet
+from pretrain.checkpoints.extract import extract
+from pretrain.models.spec import SubnetSpec
 from transfer.segmentation import backbone as _registers_backbone  # noqa: F401
 from transfer.segmentation.config import base_config, model_config
 from transfer.segmentation.export import PREFIX, export_mmseg

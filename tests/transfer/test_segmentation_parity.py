@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from benchmarks.suites import load_suite
-from pretrain.checkpoint import Checkpoint
+from pretrain.checkpoints.format import Checkpoint
 from pretrain.errors import ConfigError
-from pretrain.resnet import SlimResNet
-from pretrain.spec import SubnetSpec
+from pretrain.models.resnet import SlimResNet
+from pretrain.models.spec import SubnetSpec
 from transfer.protocols.base import RunContext, get_protocol
 
 MMSEG = "open-mmlab/mmsegmentation v1.2.2 configs/"

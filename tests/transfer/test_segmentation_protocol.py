@@ -4,11 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.checkpoint import Checkpoint
+from pretrain.checkpoints.format import Checkpoint
 from pretrain.config import from_dict, load_yaml
 from pretrain.errors import ConfigError, DataError
-from pretrain.resnet import SlimResNet
-from pretrain.spec import SubnetSpec
+from pretrain.models.resnet import SlimResNet
+from pretrain.models.spec import SubnetSpec
 from transfer.protocols.base import RunContext, get_protocol
 from transfer.scenes import SceneSettings, ensure_scenes
 

@@ -11,10 +11,10 @@ from PIL import Image
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from benchmarks.suites import load_suite
-from pretrain.checkpoint import load_checkpoint
+from pretrain.checkpoints.format import load_checkpoint
 from pretrain.config import from_dict
 from pretrain.errors import ConfigError, DataError
-from pretrain.spec import SubnetSpec
+from pretrain.models.spec import SubnetSpec
 from transfer.classify.data import ClassificationData
 from transfer.protocols.base import RunContext, get_protocol
 from transfer.protocols.semi import SIMCLR_SUBSETS, label_subset

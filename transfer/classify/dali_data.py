@@ -1,9 +1,9 @@
 """The augmented classification protocols' training images through DALI (``params.backend: dali``).
 
 The linear probe's RandomResizedCrop + flip (``ClassificationData.train_transform``) run as DALI
-operators with the parameters the torchvision transform would draw (``pretrain.dali``), on the GPU
+operators with the parameters the torchvision transform would draw (``pretrain.data.dali``), on the GPU
 when there is one; labels come with the images. Each rank takes its slice of every global batch of
-an epoch-seeded order (``pretrain.loader.ResumableSampler``); incomplete last batches are dropped.
+an epoch-seeded order (``pretrain.data.loader.ResumableSampler``); incomplete last batches are dropped.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Iterator, Tuple
 import torch
 from torchvision import transforms as T
 
-from pretrain.dali import DaliLoader, image_files, import_dali
+from pretrain.data.dali import DaliLoader, image_files, import_dali
 from pretrain.errors import ConfigError
-from pretrain.loader import ResumableSampler
+from pretrain.data.loader import ResumableSampler
 
 
 def pil_ops(transform: T.Compose) -> list:

@@ -2,7 +2,7 @@
 
 ``kind: imagefolder`` reads ``<data-root>/<train>/CLASS/IMAGE`` and ``<data-root>/<val>/CLASS/IMAGE``
 (the ImageNet layout), so any ImageFolder dataset runs by copying a suite and changing this block.
-``kind: fmnist`` reads Fashion-MNIST's IDX files through ``pretrain.datasets.FashionMNIST``.
+``kind: fmnist`` reads Fashion-MNIST's IDX files through ``pretrain.data.datasets.FashionMNIST``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
-from pretrain.datasets import FMNIST_CLASSES, FashionMNIST, find_fmnist, image_folder
+from pretrain.data.datasets import FMNIST_CLASSES, FashionMNIST, find_fmnist, image_folder
 from pretrain.errors import DataError
 from transfer.data import IMAGENET_MEAN, IMAGENET_STD
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from pretrain.plain_resnet import PlainResNet
-from pretrain.slim import extract, stores_statistics
-from pretrain.spec import SubnetSpec
+from pretrain.models.plain_resnet import PlainResNet
+from pretrain.checkpoints.extract import extract, stores_statistics
+from pretrain.models.spec import SubnetSpec
 
 CALIB_BATCHES = 50
 CALIB_BATCH_SIZE = 64

@@ -4,7 +4,7 @@ Detectron2's ``build_resnet_backbone`` scales every stage from ``RES2_OUT_CHANNE
 ``WIDTH_PER_GROUP``, insists on 64 channels for basic blocks and has only the 7x7 stem. Narrow
 R18/R34, depth variants (DSPNet's ``w1.0-d2.2.2.2``), small-image stems and widths whose channels
 do not scale by exact powers of two are built here instead, from the same channel plan the
-extracted network was built from (``pretrain.resnet.plan_resnet``), with Detectron2's own blocks
+extracted network was built from (``pretrain.models.resnet.plan_resnet``), with Detectron2's own blocks
 and module names, so an exported ``.pkl`` loads into them by Detectron2's checkpointer.
 
 ``cfg.MODEL.SLIMBENCH`` names the plan (depth, width, blocks per stage, stem).
@@ -29,7 +29,7 @@ from detectron2.modeling.backbone.resnet import (BasicBlock, BasicStem, Bottlene
 from detectron2.modeling.roi_heads import Res5ROIHeads  # noqa: E402
 
 from pretrain.errors import ConfigError  # noqa: E402
-from pretrain.resnet import BlockPlan, ResNetPlan, plan_resnet  # noqa: E402
+from pretrain.models.resnet import BlockPlan, ResNetPlan, plan_resnet  # noqa: E402
 
 BACKBONE_NAME = "build_slimbench_resnet_backbone"
 FPN_BACKBONE_NAME = "build_slimbench_resnet_fpn_backbone"

@@ -21,10 +21,10 @@ import_detectron2()
 
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 
-from pretrain.checkpoint import atomic_write_bytes  # noqa: E402
+from pretrain.checkpoints.format import atomic_write_bytes  # noqa: E402
 from pretrain.errors import ConfigError  # noqa: E402
-from pretrain.resnet import ARCHS, BlockPlan, ResNetPlan, plan_resnet  # noqa: E402
-from pretrain.spec import SubnetSpec  # noqa: E402
+from pretrain.models.resnet import ARCHS, BlockPlan, ResNetPlan, plan_resnet  # noqa: E402
+from pretrain.models.spec import SubnetSpec  # noqa: E402
 from transfer.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "detectron2"

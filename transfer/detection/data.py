@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
-from pretrain.datasets import find_fmnist
+from pretrain.data.datasets import find_fmnist
 from pretrain.errors import DataError
 from transfer.scenes import SceneSettings, ensure_scenes
 

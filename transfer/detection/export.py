@@ -16,8 +16,8 @@ from typing import Dict
 
 import numpy as np
 
-from pretrain.checkpoint import atomic_write_bytes
-from pretrain.plain_resnet import PlainResNet
+from pretrain.checkpoints.format import atomic_write_bytes
+from pretrain.models.plain_resnet import PlainResNet
 from transfer.exporters import torchvision_state_dict
 
 AUTHOR = "SlimBench"

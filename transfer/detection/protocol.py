@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import dataclasses
 from dataclasses import dataclass, field
@@ -24,9 +23,9 @@ from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
 import torch
 from tqdm import tqdm
 
-from pretrain.checkpoint import atomic_write_bytes
+from pretrain.checkpoints.format import atomic_write_bytes
 from pretrain.errors import ConfigError
-from pretrain.slim import extract
+from pretrain.checkpoints.extract import extract
 from transfer.protocols.base import Protocol, Result, RunContext, register_protocol
 
 from .data import VOC_NUM_CLASSES, DetectionData
@@ -34,8 +33,6 @@ from .data import VOC_NUM_CLASSES, DetectionData
 log = logging.getLogger(__name__)
 
 # evaluator keys -> metric name prefix; AP values are percentages, as Detectron2 reports them
-TASK_PREFIX = {"bbox": "box", "segm": "mask"}
-REPORTED = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 @dataclass
@@ -133,29 +130,6 @@ class LaunchPlan:
         if plan.num_gpus == 0 and plan.num_machines > 1:
             raise ConfigError("num_machines > 1 needs GPUs: Detectron2's launch runs one process per GPU")
         return plan
-
-
-def flatten_metrics(results: Dict[str, Dict[str, float]]) -> Dict[str, float]:
-    """Detectron2's ``{"bbox": {"AP": ...}, "segm": ...}`` as ``{"box_AP": ..., "mask_AP": ...}``.
-
-    A task with no predictions at all scores 0 AP (Detectron2 reports NaN); size buckets that are
-    undefined (no ground truth of that size) are left out.
-    """
-    out = {}
-    for task, metrics in results.items():
-        prefix = TASK_PREFIX.get(task)
-        if prefix is None:
-            continue
-        for key in REPORTED:
-            value = metrics.get(key)
-            if value is None:
-                continue
-            if math.isnan(value):
-                if key not in ("AP", "AP50", "AP75"):
-                    continue
-                value = 0.0
-            out[f"{prefix}_{key}"] = float(value)
-    return out
 
 
 @dataclass(frozen=True)

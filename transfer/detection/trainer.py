@@ -62,7 +62,7 @@ def start(trainer: DefaultTrainer, weights: Path) -> None:
 def run_training(cfg, dataset, data_root: Path, weights: Path, seed: int, prefix: str,
                  evaluator: Optional[str] = None) -> Optional[Dict[str, float]]:
     """Train ``cfg`` from the exported backbone ``weights`` and evaluate; the metrics on rank 0, else None."""
-    from transfer.detection.protocol import flatten_metrics
+    from transfer.detection.metrics import flatten_metrics
 
     out_dir = Path(cfg.OUTPUT_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,10 @@ from typing import Any, ClassVar, Dict, Iterator, List, Optional, Type
 
 import torch
 
-from pretrain.checkpoint import Checkpoint
+from pretrain.checkpoints.format import Checkpoint
 from pretrain.config import to_dict
 from pretrain.errors import ConfigError
-from pretrain.spec import SubnetSpec
+from pretrain.models.spec import SubnetSpec
 
 # protocol name -> module that registers it
 PROTOCOL_MODULES: Dict[str, str] = {

@@ -6,10 +6,10 @@ from typing import Iterator, Optional
 
 import torch.nn as nn
 
-from pretrain.checkpoint import Checkpoint
-from pretrain.complexity import default_resolution, measure, subnet_network
-from pretrain.plain_resnet import PlainResNet
-from pretrain.slim import extract, stores_statistics
+from pretrain.checkpoints.format import Checkpoint
+from pretrain.models.complexity import default_resolution, measure, subnet_network
+from pretrain.models.plain_resnet import PlainResNet
+from pretrain.checkpoints.extract import extract, stores_statistics
 
 from .base import Protocol, Result, RunContext, register_protocol
 

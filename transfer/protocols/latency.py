@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Literal, Optional
 
 import torch
 
-from pretrain.complexity import default_resolution
+from pretrain.models.complexity import default_resolution
 
 from .base import Protocol, Result, RunContext, register_protocol
 from .complexity import NoData, subnet_module

@@ -20,7 +20,7 @@ from typing import Iterator, List
 import torch
 
 from pretrain.errors import ConfigError, DataError
-from pretrain.slim import stores_statistics
+from pretrain.checkpoints.extract import stores_statistics
 from transfer.classify.data import ClassificationData
 from transfer.classify.probe import SwitchableProbe
 

@@ -18,8 +18,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from pretrain.plain_resnet import PlainResNet
-from pretrain.resnet import plan_resnet
+from pretrain.models.plain_resnet import PlainResNet
+from pretrain.models.resnet import plan_resnet
 
 from .compat import install_mmcv_ops
 

@@ -17,9 +17,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from mmengine.config import Config, ConfigDict
 
 from pretrain.errors import ConfigError
-from pretrain.resnet import ARCHS, ResNetPlan, plan_resnet
-from pretrain.slim_ops import channels
-from pretrain.spec import SubnetSpec
+from pretrain.models.resnet import ARCHS, ResNetPlan, plan_resnet
+from pretrain.models.slim_ops import channels
+from pretrain.models.spec import SubnetSpec
 
 from .export import PREFIX
 from .schedule import BatchSplit, Schedule, split_batch

@@ -12,8 +12,8 @@ from typing import Dict
 
 import torch
 
-from pretrain.checkpoint import atomic_torch_save
-from pretrain.plain_resnet import PlainResNet
+from pretrain.checkpoints.format import atomic_torch_save
+from pretrain.models.plain_resnet import PlainResNet
 from transfer.exporters import torchvision_state_dict
 
 PREFIX = "backbone."

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
 
-from pretrain.checkpoint import atomic_write_bytes
-from pretrain.datasets import FMNIST_CLASSES, find_fmnist
+from pretrain.checkpoints.format import atomic_write_bytes
+from pretrain.data.datasets import FMNIST_CLASSES, find_fmnist
 from pretrain.errors import DataError
-from pretrain.slim import extract
+from pretrain.checkpoints.extract import extract
 from transfer.protocols.base import Protocol, Result, RunContext, register_protocol
 from transfer.scenes import SceneSettings, ensure_scenes
 

@@ -1,0 +1,1 @@
+"""Pretraining input: datasets, augmentations, the resumable loader and the DALI path."""

@@ -1,0 +1,32 @@
+"""Detectron2's evaluation results as SlimBench's flat metrics (no Detectron2 import: the trainer and the
+protocol's result rows both read it)."""
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+TASK_PREFIX = {"bbox": "box", "segm": "mask"}
+REPORTED = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def flatten_metrics(results: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+    """Detectron2's ``{"bbox": {"AP": ...}, "segm": ...}`` as ``{"box_AP": ..., "mask_AP": ...}``.
+
+    A task with no predictions at all scores 0 AP (Detectron2 reports NaN); size buckets that are
+    undefined (no ground truth of that size) are left out.
+    """
+    out = {}
+    for task, metrics in results.items():
+        prefix = TASK_PREFIX.get(task)
+        if prefix is None:
+            continue
+        for key in REPORTED:
+            value = metrics.get(key)
+            if value is None:
+                continue
+            if math.isnan(value):
+                if key not in ("AP", "AP50", "AP75"):
+                    continue
+                value = 0.0
+            out[f"{prefix}_{key}"] = float(value)
+    return out
