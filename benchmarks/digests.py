@@ -39,6 +39,14 @@ EXECUTION_ONLY: Dict[str, Tuple[str, ...]] = {
 }
 
 
+# Params a protocol gained after runs were recorded, with the value every earlier run had in effect: a run
+# holding it digests as if the key did not exist, so earlier runs keep their columns and are reused.
+LATER_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "linear": {"probe": "switchable"},
+    "linear-fast": {"probe": "switchable"},
+}
+
+
 def _sha256(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -55,6 +63,10 @@ def comparable(resolved: Mapping[str, Any]) -> Dict[str, Any]:
         block, name = dotted.split(".", 1)
         if isinstance(out.get(block), Mapping) and name in out[block]:
             out[block] = {k: v for k, v in out[block].items() if k != name}
+    params = out.get("params")
+    if isinstance(params, Mapping):
+        later = LATER_DEFAULTS.get(resolved.get("protocol") or "", {})
+        out["params"] = {k: v for k, v in params.items() if not (k in later and v == later[k])}
     return out
 
 

@@ -64,3 +64,15 @@ def test_a_finished_run_is_reused_whatever_its_workers_and_old_rows_join_the_new
     top1 = [c for c in board.metric_columns if c.endswith("/top1")]
     assert len(top1) == 1 and "workers" not in top1[0] and board.rows[0][top1[0]].n == 2
     assert config_digest(resolved) == load_suite("fmnist-knn", limits).config_digest()
+
+
+def test_a_param_added_later_at_its_default_keeps_earlier_runs_digests():
+    from benchmarks.digests import config_digest, run_digest
+    from benchmarks.suites import load_suite
+
+    now = load_suite("fmnist-linear-fast").to_dict()
+    assert now["params"]["probe"] == "switchable"
+    before = {**now, "params": {k: v for k, v in now["params"].items() if k != "probe"}}   # a run recorded earlier
+    assert config_digest(now) == config_digest(before) and run_digest(now, 0) == run_digest(before, 0)
+    slim = load_suite("fmnist-linear-fast", ["params.probe=slimmable"]).to_dict()
+    assert config_digest(slim) != config_digest(now)

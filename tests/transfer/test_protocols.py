@@ -186,3 +186,30 @@ def test_dataset_block_errors(tmp_path):
     with pytest.raises(DataError, match=r"train/CLASS/IMAGE"):
         ClassificationData().check(tmp_path)
     assert dataclasses.asdict(ClassificationData())["resolution"] == 224
+
+
+def test_a_slimmable_probe_is_one_weight_each_width_reading_its_leading_columns():
+    from transfer.classify.probe import build_probe
+
+    torch.manual_seed(0)
+    probe = build_probe("slimmable", [8, 4, 2], num_classes=3)
+    feats = [torch.randn(5, d) for d in (8, 4, 2)]
+    w, b = probe.linear.weight.detach(), probe.linear.bias.detach()
+    for f, out in zip(feats, probe(feats)):   # upstream SlimmableLinear: x @ W[:, :in]^T + b
+        assert torch.allclose(out, f @ w[:, : f.shape[1]].T + b)
+    assert sum(p.numel() for p in probe.parameters()) == 8 * 3 + 3
+    switchable = build_probe("switchable", [8, 4, 2], num_classes=3)
+    assert sum(p.numel() for p in switchable.parameters()) == (8 + 4 + 2) * 3 + 3 * 3
+
+
+@pytest.mark.parametrize("protocol_name", ["linear-fast", "linear"])
+def test_linear_protocols_train_a_slimmable_probe_when_asked(tiny, protocol_name):
+    params = {"epochs": 10, "batch_size": 8, "lr": 0.5, "milestones": [8], "workers": 0, "feature_norm": True,
+              "probe": "slimmable"}
+    if protocol_name == "linear":
+        params["rrc_scale"] = [0.5, 1.0]
+    protocol, ctx = context(tiny, protocol_name, params, DATA)
+    described = protocol.describe(ctx)["w0.5"]["probe"]
+    assert described["kind"] == "slimmable" and described["shares_weight"].startswith("the leading 256 of 512")
+    res = by_key(protocol.run(ctx))
+    assert res[("w1.0", "top1")] >= 90.0 and res[("w0.5", "top1")] >= 90.0

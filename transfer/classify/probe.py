@@ -1,4 +1,6 @@
-"""The switchable linear probe: one linear layer per sub-network, trained jointly as SlimCLR does.
+"""The switchable linear probe: one linear layer per sub-network, trained jointly as SlimCLR does; and the
+slimmable probe the paper compares it with (``params.probe: slimmable``): one linear layer shared by every
+sub-network, each reading its leading columns (SlimCLR's ``slim_fc='supervised'``, ``SlimmableLinear``).
 
 The full width (the ``teacher``) is trained with cross-entropy; every smaller sub-network with
 (cross-entropy + soft cross-entropy to the teacher's detached prediction) / 2, the losses summed
@@ -34,6 +36,39 @@ class SwitchableProbe(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         return [head(f) for head, f in zip(self.heads, features)]
+
+
+class SlimmableProbe(nn.Module):
+    """One ``nn.Linear`` over the widest sub-network's features; sub-network ``i`` uses its leading
+    ``dims[i]`` columns and the shared bias (SlimCLR's ``SlimmableLinear``: inputs sliced, every class out).
+
+    ``feature_norm`` puts a ``BatchNorm1d`` without affine parameters before the shared layer, one per
+    sub-network (its statistics are its own; the layer's weights are shared).
+    """
+
+    def __init__(self, dims: Sequence[int], num_classes: int, feature_norm: bool = False):
+        super().__init__()
+        self.dims = [int(d) for d in dims]
+        self.linear = nn.Linear(max(self.dims), num_classes)
+        nn.init.normal_(self.linear.weight, std=0.01)  # MoCo's linear-eval initialisation
+        nn.init.zeros_(self.linear.bias)
+        self.norms = nn.ModuleList(nn.BatchNorm1d(d, affine=False) for d in self.dims) if feature_norm else None
+
+    def forward(self, features: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        out = []
+        for i, f in enumerate(features):
+            if self.norms is not None:
+                f = self.norms[i](f)
+            out.append(F.linear(f, self.linear.weight[:, : f.shape[1]], self.linear.bias))
+        return out
+
+
+PROBES = {"switchable": SwitchableProbe, "slimmable": SlimmableProbe}
+
+
+def build_probe(kind: str, dims: Sequence[int], num_classes: int, feature_norm: bool = False) -> nn.Module:
+    """The probe ``params.probe`` names: ``switchable`` (SlimCLR's evaluation) or ``slimmable``."""
+    return PROBES[kind](dims, num_classes, feature_norm)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:

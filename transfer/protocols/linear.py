@@ -35,7 +35,7 @@ from pretrain.errors import ConfigError
 from transfer.classify import distributed as dist
 from transfer.classify.data import ClassificationData, classes_of, transform_names
 from transfer.classify.metrics import topk_correct
-from transfer.classify.probe import SwitchableProbe, accuracy_rows, switchable_loss, teacher_index
+from transfer.classify.probe import accuracy_rows, build_probe, switchable_loss, teacher_index
 from transfer.classify.subnets import architecture, extract_subnet
 from transfer.features import FeatureCache, cached_features, pooled
 
@@ -58,6 +58,8 @@ class ProbeParams:
     gamma: float = 0.1
     distill: bool = True             # SlimCLR's soft CE from the full width for smaller sub-networks; false: CE (MoCo)
     feature_norm: bool = False       # BatchNorm1d without affine before each head (MAE); MoCo's recipe has none
+    probe: Literal["switchable", "slimmable"] = "switchable"   # slimmable: one layer shared across widths
+                                     # (SlimCLR's slim_fc='supervised'); switchable: one per sub-network (its eval)
     evaluate_every: int = 1          # epochs between evaluations, and the last (MoCo: 1; SlimCLR's eval_freq: 2)
     select: Literal["best", "best-full-width", "last"] = "best"   # which evaluation top1/top5 report (MoCo: best)
     eval_batch_size: int = 256
@@ -184,7 +186,7 @@ def describe_probe(ctx: RunContext, iters_per_epoch: Optional[int], per_process_
     p, d = ctx.params, ctx.dataset
     dims = {str(s): architecture(ctx, s).num_features for s in ctx.subnets}
     num_classes = d.num_classes(ctx.data_root) if ctx.data_error is None else None
-    probe = SwitchableProbe(list(dims.values()), num_classes or 1, p.feature_norm)
+    probe = build_probe(p.probe, list(dims.values()), num_classes or 1, p.feature_norm)
     opt = ProbeOptimizer(probe, p, iters_per_epoch or 1)
     if p.schedule == "cosine":
         schedule = {"kind": "cosine", "per": "iteration", "warmup": 0,
@@ -201,8 +203,10 @@ def describe_probe(ctx: RunContext, iters_per_epoch: Optional[int], per_process_
                    "epochs": p.epochs, "iterations_per_epoch": iters_per_epoch,
                    "evaluate_every": p.evaluate_every, "evaluated_epochs": evaluated_epochs(p), "select": p.select,
                    "loss": loss, "backbone": "frozen, eval mode",
-                   "probe": {"in_features": dim, "num_classes": num_classes, "feature_norm": p.feature_norm,
-                             "trained_jointly_with": [n for n in dims if n != name]},
+                   "probe": {"kind": p.probe, "in_features": dim, "num_classes": num_classes,
+                             "feature_norm": p.feature_norm, "trained_jointly_with": [n for n in dims if n != name],
+                             **({"shares_weight": f"the leading {dim} of {max(dims.values())} input columns of one "
+                                                 f"linear layer"} if p.probe == "slimmable" else {})},
                    "inputs": inputs, "eval_transform": transform_names(d.eval_transform())}
             for name, dim in dims.items()}
 
@@ -218,7 +222,7 @@ def frozen_subnets(ctx: RunContext) -> Dict[str, torch.nn.Module]:
 
 
 @torch.no_grad()
-def evaluate_probe(nets: Dict[str, torch.nn.Module], probe: SwitchableProbe, val, p: ProbeParams,
+def evaluate_probe(nets: Dict[str, torch.nn.Module], probe: torch.nn.Module, val, p: ProbeParams,
                    device: torch.device) -> Dict[str, Dict[str, float]]:
     """Top-1/top-5 (%) of every sub-network's probe on ``val`` (sharded over DDP processes, then summed)."""
     part = Subset(val, dist.shard(len(val)))
@@ -257,8 +261,8 @@ class LinearProtocol(Protocol):
         nets = frozen_subnets(ctx)
         train = d.split(ctx.data_root, "train", d.train_transform(p.rrc_scale))
         val = d.split(ctx.data_root, "val", d.eval_transform())
-        probe = SwitchableProbe([n.num_features for n in nets.values()], len(classes_of(train)),
-                                p.feature_norm).to(device)
+        probe = build_probe(p.probe, [n.num_features for n in nets.values()], len(classes_of(train)),
+                            p.feature_norm).to(device)
         model = dist.wrap_ddp(probe, device)
         local_batch = max(1, p.batch_size // dist.world_size())
         if p.backend == "dali":
@@ -329,11 +333,11 @@ def threads_for(work_per_step: float, device: torch.device) -> Iterator[None]:
 
 def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.Tensor, num_classes: int,
                             p: ProbeParams, teacher, device: torch.device, seed: int = 0,
-                            after_epoch: Optional[Callable[[SwitchableProbe, int], None]] = None) -> SwitchableProbe:
+                            after_epoch: Optional[Callable[[torch.nn.Module, int], None]] = None) -> torch.nn.Module:
     """Train the switchable probe on in-memory features (one tensor per sub-network, rows aligned);
     ``after_epoch(probe, epoch)`` runs after each (1-based) epoch, e.g. to evaluate it."""
     torch.manual_seed(seed)  # the same probe whether the features came from the cache or were just extracted
-    probe = SwitchableProbe([f.shape[1] for f in train_feats], num_classes, p.feature_norm).to(device)
+    probe = build_probe(p.probe, [f.shape[1] for f in train_feats], num_classes, p.feature_norm).to(device)
     g = torch.Generator().manual_seed(seed)
     n = len(labels)
     opt = ProbeOptimizer(probe, p, steps_per_epoch(n, p.batch_size, 2 if p.feature_norm else 1))
@@ -355,7 +359,7 @@ def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.T
 
 
 @torch.no_grad()
-def evaluate_on_features(probe: SwitchableProbe, feats: Sequence[torch.Tensor], labels: torch.Tensor,
+def evaluate_on_features(probe: torch.nn.Module, feats: Sequence[torch.Tensor], labels: torch.Tensor,
                          device: torch.device, batch_size: int = 4096) -> List[Dict[str, float]]:
     """Top-1/top-5 (%) of each head on in-memory features."""
     counts = [{1: 0, 5: 0} for _ in feats]
@@ -438,7 +442,7 @@ class LinearFastProtocol(Protocol):
         due = set(evaluated_epochs(p))
         history: Dict[int, Accuracies] = {}
 
-        def evaluate(probe: SwitchableProbe, epoch: int) -> None:
+        def evaluate(probe: torch.nn.Module, epoch: int) -> None:
             if epoch in due:
                 accs = evaluate_on_features(probe, [val_f[n] for n in names], val_y, ctx.device)
                 history[epoch] = {n: (a["top1"], a["top5"]) for n, a in zip(names, accs)}
