@@ -112,7 +112,8 @@ def variant_status(variant: PretrainVariant, common: List[str], out: Path) -> Va
 
 
 def submit_variant(status: VariantStatus, common: List[str], launcher: str, gpus: Optional[int],
-                   time_min: Optional[int], partition: Optional[str], account: Optional[str]) -> None:
+                   time_min: Optional[int], partition: Optional[str], account: Optional[str],
+                   threads: Optional[int] = None) -> None:
     """Submit one pretraining job (resuming the run folder's last save when it has one)."""
     from pretrain.trainer import STATE_FILE
 
@@ -125,7 +126,8 @@ def submit_variant(status: VariantStatus, common: List[str], launcher: str, gpus
     status.folder.mkdir(parents=True, exist_ok=True)
     resume = (status.folder / STATE_FILE).exists()
     executor = make_executor(launcher, status.folder / "jobs", res, name=f"pretrain-{status.variant.name}")
-    job = executor.submit(PretrainJob(variant_recipe(status.variant, common), status.folder, resume=resume))
+    job = executor.submit(PretrainJob(variant_recipe(status.variant, common), status.folder, resume=resume,
+                                      threads=threads if not gpus else None))
     status.job = JobRecord.of(launcher, job)
     status.job.save(status.folder / JOB_FILE)
     status.state, status.detail = "running", "submitted" + (" (resumes its last save)" if resume else "")

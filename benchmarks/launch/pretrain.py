@@ -23,14 +23,17 @@ class PretrainJob(submitit.helpers.Checkpointable):
     """The callable every task of a pretraining job runs."""
 
     def __init__(self, recipe, out: "str | Path", resume: bool = False, individual: Optional[Dict[str, Any]] = None,
-                 requeued: bool = False):
-        self.recipe, self.out, self.resume = recipe, Path(out), resume
+                 requeued: bool = False, threads: Optional[int] = None):
+        self.recipe, self.out, self.resume, self.threads = recipe, Path(out), resume, threads
         self.individual, self.requeued = individual, requeued
 
     def __call__(self):
         from pretrain.distributed import shutdown
         from pretrain.trainer import STATE_FILE, train
 
+        from benchmarks.launch.jobs import set_threads
+
+        set_threads(self.threads)   # local CPU jobs share the cores (jobs.cpu_threads)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             datefmt="%H:%M:%S")   # the job's own process: its log is submitit's stderr file
         env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
@@ -47,7 +50,7 @@ class PretrainJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Requeue as a job that resumes this run (the trainer's state is already on disk)."""
         return submitit.helpers.DelayedSubmission(
-            PretrainJob(self.recipe, self.out, self.resume, self.individual, requeued=True))
+            PretrainJob(self.recipe, self.out, self.resume, self.individual, requeued=True, threads=self.threads))
 
 
 def submit_pretraining(recipe, out: Path, launcher: str, resources, resume: bool = False,

@@ -54,8 +54,8 @@ import submitit
 from pretrain.config import from_dict, load_yaml
 from pretrain.errors import ConfigError, SlimBenchError
 
-from benchmarks.launch.jobs import (DEFAULT_TIME_MIN, JobRecord, Resources, assign_gpus, default_gpus, job_state, last_line,
-                     last_log_line, make_executor)
+from benchmarks.launch.jobs import (DEFAULT_TIME_MIN, JobRecord, Resources, assign_gpus, cpu_threads, default_gpus,
+                                    job_state, last_line, last_log_line, make_executor, set_threads)
 from benchmarks.results.merged import STORE_FILE
 from benchmarks.launch.plan_pretrain import PretrainVariant, VariantStatus, check_variants, submit_variant, variant_status
 from benchmarks.results.store import ResultsStore
@@ -150,12 +150,13 @@ class CellJob(submitit.helpers.Checkpointable):
     """The callable each job runs: one `bench run`. On a SLURM time-out or preemption submitit requeues it
     (``Checkpointable``), and the rerun continues through `bench run`'s own resume."""
 
-    def __init__(self, argv: Sequence[str]):
-        self.argv = list(argv)
+    def __init__(self, argv: Sequence[str], threads: Optional[int] = None):
+        self.argv, self.threads = list(argv), threads
 
     def __call__(self) -> int:
         from benchmarks.cli import main
 
+        set_threads(self.threads)   # local CPU jobs share the cores (jobs.cpu_threads)
         status = main(self.argv)
         if status:
             raise CellFailed(f"bench {' '.join(self.argv)} exited with status {status}")
@@ -265,10 +266,11 @@ class Sweep:
             todo = todo[:max(0, slots - sum(v.state == "running" for v in self.variants))]
         given = {k: v for k, v in vars(self.plan.launcher).items() if v is not None}
         given.update({k: v for k, v in vars(self.overrides).items() if v is not None})
+        threads = self.local_threads(self.statuses(), len(todo))
         for v in todo:
             self.tried.add(v.variant.name)
             submit_variant(v, self.plan.pretrain_overrides, self.launcher, self.plan.pretrain_gpus,
-                           given.get("time_min"), given.get("partition"), given.get("account"))
+                           given.get("time_min"), given.get("partition"), given.get("account"), threads)
         return todo
 
     def resources(self, cell: Cell) -> Resources:
@@ -288,6 +290,15 @@ class Sweep:
                          time_min=given.get("time_min", DEFAULT_TIME_MIN), gpus_per_node=gpus,
                          cpus_per_task=given.get("cpus_per_job"), mem_gb=given.get("mem_gb"),
                          constraint=given.get("constraint"), array_parallelism=given.get("max_parallel"))
+
+    def local_threads(self, statuses: Sequence[CellStatus], starting: int) -> Optional[int]:
+        """Torch threads for each local CPU job about to start: the cores split over the jobs that will run
+        at once (``max_parallel``, else every running and starting one); None for SLURM."""
+        if self.launcher != "local":
+            return None
+        limit = self.overrides.max_parallel or self.plan.launcher.max_parallel
+        running = sum(s.state == "running" for s in statuses) + sum(v.state == "running" for v in self.variants)
+        return cpu_threads(limit or running + starting)
 
     def local_slots(self, statuses: Sequence[CellStatus]) -> Optional[int]:
         """How many more local jobs may start (``max_parallel`` minus the running cells); None: no limit.
@@ -313,6 +324,7 @@ class Sweep:
                 ResultsStore.existing(s.cell.store_path).fail_run(
                     run_id, f"its job {s.job.job_id} ({s.job.launcher}) ended without ending the run "
                             f"(killed); `bench sweep` resubmitted the cell")
+        threads = self.local_threads(statuses, len(todo))
         groups: Dict[Tuple, List[CellStatus]] = {}
         for s in todo:
             groups.setdefault(tuple(vars(self.resources(s.cell)).items()), []).append(s)
@@ -327,10 +339,11 @@ class Sweep:
                 jobs = []
                 for s, visible in zip(group, gpus):
                     executor.update_parameters(visible_gpus=visible)
-                    jobs.append(executor.submit(CellJob(s.cell.argv(self.plan.data_root))))
+                    jobs.append(executor.submit(CellJob(s.cell.argv(self.plan.data_root))))   # GPU jobs
             else:
                 with executor.batch():   # one SLURM job array per set of resources
-                    jobs = [executor.submit(CellJob(s.cell.argv(self.plan.data_root))) for s in group]
+                    jobs = [executor.submit(CellJob(s.cell.argv(self.plan.data_root), threads if not res.gpus_per_node
+                                                    else None)) for s in group]
             for s, job, visible in zip(group, jobs, gpus):
                 s.cell.folder.mkdir(parents=True, exist_ok=True)
                 s.job = JobRecord.of(self.launcher, job, visible)

@@ -81,3 +81,17 @@ def test_an_unfinished_pretraining_lists_no_cells_and_a_stopped_one_is_resumed(p
     sweep.wait()
     assert [v.state for v in sweep.variants] == ["not started", "finished"]
     assert len(sweep.cells) == 2
+
+
+def test_local_cpu_jobs_split_the_cores_between_them(plan, tmp_path, monkeypatch):
+    import torch
+
+    from benchmarks.launch import jobs
+    from benchmarks.launch.sweep import CellJob
+
+    monkeypatch.setattr(jobs.os, "cpu_count", lambda: 8)
+    sweep = Sweep(plan, tmp_path / "sweep", "local")     # the plan's max_parallel: 2
+    assert sweep.local_threads(sweep.statuses(), starting=5) == 4
+    assert Sweep(plan, tmp_path / "sweep", "slurm").local_threads([], starting=5) is None
+    CellJob(["list", "suites"], threads=1)()   # the job's own process takes its share before it works
+    assert torch.get_num_threads() == 1
