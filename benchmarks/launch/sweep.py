@@ -178,6 +178,11 @@ def _short_hash(items: Sequence[str]) -> str:
     return hashlib.sha256("\0".join(items).encode()).hexdigest()[:6]
 
 
+def checkpoint_name(path: Path) -> str:
+    """A checkpoint's name: a run folder's ``checkpoint.pt`` is named after the folder, as the leaderboard does."""
+    return path.parent.name if path.stem == "checkpoint" and path.parent.name else path.stem
+
+
 def plan_cells(plan: Plan, out: Path, pretrained: Sequence[Path] = ()) -> List[Cell]:
     """Every cell of ``plan`` (checkpoint-major) and of the ``pretrained`` variants' checkpoints, with its
     folder under ``out``."""
@@ -190,8 +195,7 @@ def plan_cells(plan: Plan, out: Path, pretrained: Sequence[Path] = ()) -> List[C
     for ckpt_path in [*plan.checkpoints, *pretrained]:
         ckpt_path = Path(ckpt_path).resolve()
         ckpt, digest = load_checkpoint(ckpt_path), file_digest(ckpt_path)
-        # a variant's checkpoint.pt is named after its run folder, as the leaderboard names it
-        stem = ckpt_path.parent.name if ckpt_path.stem == "checkpoint" and ckpt_path.parent.name else ckpt_path.stem
+        stem = checkpoint_name(ckpt_path)
         specs = resolve_subnets(plan.subnets, ckpt)
         for name in plan.suites:
             suite, overrides = suites[name], tuple(plan.overrides.get(name, []))
@@ -374,7 +378,7 @@ class Sweep:
 
 
 def describe(cell: Cell) -> str:
-    return f"{cell.checkpoint.stem}@{cell.checkpoint_digest[:8]} {cell.suite} {cell.subnet} seed {cell.seed}"
+    return f"{checkpoint_name(cell.checkpoint)}@{cell.checkpoint_digest[:8]} {cell.suite} {cell.subnet} seed {cell.seed}"
 
 
 def format_variants(variants: Sequence[VariantStatus]) -> str:
@@ -394,7 +398,7 @@ def format_status(statuses: Sequence[CellStatus], out: Path, variants: Sequence[
     """The table `bench sweep --status` prints: the pretrainings, one line per cell, the count of each state."""
     if not statuses:
         return (format_variants(variants) + "\n" if variants else "") + f"0 cells in {out} yet"
-    rows = [(f"{s.cell.checkpoint.stem}@{s.cell.checkpoint_digest[:8]}",
+    rows = [(f"{checkpoint_name(s.cell.checkpoint)}@{s.cell.checkpoint_digest[:8]}",
              s.cell.suite_name + ("*" if s.cell.overrides else ""), s.cell.subnet, str(s.cell.seed), s.state,
              s.job.job_id if s.job else "-", s.detail) for s in statuses]
     head = ("checkpoint", "suite", "subnet", "seed", "status", "job", "detail")

@@ -47,6 +47,7 @@ def test_variants_pretrain_as_jobs_then_their_cells_run(plan, tmp_path, capsys):
     assert main(["sweep", str(plan), "--out", str(out), "--status"]) == 0
     table = capsys.readouterr().out
     assert "vanilla" in table and "finished" in table and "4 finished" in table
+    assert not any(line.startswith("checkpoint@") for line in table.splitlines())   # cells named by their variant
     assert main(["leaderboard", "--runs", str(out)]) == 0
     board = capsys.readouterr().out
     assert "vanilla" in board and "slimclr" in board
