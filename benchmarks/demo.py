@@ -85,7 +85,13 @@ class DemoPaths:
 
     @property
     def terminal(self) -> Path:
+        """The compact leaderboard the demo printed (README's block)."""
         return self.runs / "leaderboard.txt"
+
+    @property
+    def printed(self) -> Path:
+        """Everything the demo printed at its end: board, diagnostics, stage times (docs/demo.md's block)."""
+        return self.runs / "demo.txt"
 
 
 def pretrain_demo(name: str, paths: DemoPaths, individual: Optional[str] = None,
@@ -220,7 +226,9 @@ def run_demo(paths: DemoPaths, recipes: Sequence[str] = DEMO_RECIPES, suites: Se
     with stages.stage("leaderboard"):
         terminal = write_leaderboard(paths, checkpoints + individuals)
     shown = f"{terminal}\n\n{diagnosis}\n\n{stages.table()}"
-    atomic_write_bytes(paths.terminal, shown.encode())   # tools/update_readme_demo.py copies it into README
+    # tools/update_readme_demo.py copies the board into README and the whole printout into docs/demo.md
+    atomic_write_bytes(paths.terminal, terminal.encode())
+    atomic_write_bytes(paths.printed, shown.encode())
     return shown
 
 

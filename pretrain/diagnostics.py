@@ -103,9 +103,9 @@ def trace_slices(method: nn.Module, spec: SubnetSpec, image_size: int) -> Slices
 
 def mean_slice_norm(slices: Slices) -> float:
     """Upstream's ``get_grad_norm`` for one network: the mean L2 norm of its weights' gradient slices."""
-    norms = [(w.grad[:rows, :cols].float().norm().item() if w.grad is not None else 0.0)
-             for w, rows, cols in slices.values()]
-    return sum(norms) / max(len(norms), 1)
+    norms = [w.grad[:rows, :cols].float().norm() for w, rows, cols in slices.values() if w.grad is not None]
+    # a weight without gradient this step counts as 0; one read from the device per network
+    return float(torch.stack(norms).double().sum()) / max(len(slices), 1) if norms else 0.0
 
 
 def gradient_ratios(full: float, smallest: float) -> Dict[str, float]:

@@ -20,11 +20,12 @@ final weights, and the leaderboard names its rows after the variant (the run fol
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from pretrain.errors import ConfigError
 
@@ -83,18 +84,25 @@ def variant_recipe(variant: PretrainVariant, common: List[str]):
     return load_recipe(variant.recipe, [*common, *variant.overrides])
 
 
-def finished(folder: Path, recipe) -> bool:
-    """Whether the run folder's checkpoint records the last step the recipe trains."""
+@functools.lru_cache(maxsize=64)
+def _recorded_steps(path: str, mtime_ns: int, size: int) -> Tuple[int, int]:
+    """(steps, total_steps) a checkpoint file records; read once per version of the file (`--wait` polls)."""
     from pretrain.checkpoints.format import load_checkpoint
 
+    extra = load_checkpoint(path).extra
+    return int(extra.get("steps", -1)), int(extra.get("total_steps", 0))
+
+
+def finished(folder: Path, recipe) -> bool:
+    """Whether the run folder's checkpoint records the last step the recipe trains."""
     path = folder / "checkpoint.pt"
     if not path.is_file():
         return False
-    extra = load_checkpoint(path).extra
-    stop = extra.get("total_steps", 0)
+    st = path.stat()
+    steps, stop = _recorded_steps(str(path), st.st_mtime_ns, st.st_size)
     if recipe.run.max_steps:
         stop = min(stop, recipe.run.max_steps)
-    return int(extra.get("steps", -1)) >= stop > 0
+    return steps >= stop > 0
 
 
 def variant_status(variant: PretrainVariant, common: List[str], out: Path) -> VariantStatus:

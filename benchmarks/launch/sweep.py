@@ -265,24 +265,29 @@ class Sweep:
         at once, cells included); returns the submitted ones."""
         # each at most once per `bench sweep`, as cells: one that fails again waits for the next
         todo = [v for v in self.variants if v.state in ("failed", "not started") and v.variant.name not in self.tried]
-        slots = self.local_slots(self.statuses())
+        statuses = self.statuses()
+        slots = self.local_slots(statuses)
         if slots is not None:
             todo = todo[:max(0, slots - sum(v.state == "running" for v in self.variants))]
-        given = {k: v for k, v in vars(self.plan.launcher).items() if v is not None}
-        given.update({k: v for k, v in vars(self.overrides).items() if v is not None})
-        threads = self.local_threads(self.statuses(), len(todo))
+        given = self.launcher_settings()
+        threads = self.local_threads(statuses, len(todo))
         for v in todo:
             self.tried.add(v.variant.name)
             submit_variant(v, self.plan.pretrain_overrides, self.launcher, self.plan.pretrain_gpus,
                            given.get("time_min"), given.get("partition"), given.get("account"), threads)
         return todo
 
+    def launcher_settings(self) -> Dict[str, Any]:
+        """The plan's ``launcher:`` values that are set, under the command line's."""
+        given = {k: v for k, v in vars(self.plan.launcher).items() if v is not None}
+        given.update({k: v for k, v in vars(self.overrides).items() if v is not None})
+        return given
+
     def resources(self, cell: Cell) -> Resources:
         """The plan's launcher settings under the command line's; the suite's defaults otherwise."""
         from benchmarks.suites import load_suite
 
-        given = {k: v for k, v in vars(self.plan.launcher).items() if v is not None}
-        given.update({k: v for k, v in vars(self.overrides).items() if v is not None})
+        given = self.launcher_settings()
         gpus = given.get("gpus_per_job")
         if gpus is None:
             if self.launcher == "local":

@@ -26,6 +26,8 @@ from pretrain.checkpoints.format import atomic_write_bytes
 from pretrain.diagnostics import TRAJECTORY_FILE, read_trajectory
 from pretrain.errors import SlimBenchError
 
+from benchmarks.report.plot import pyplot
+
 LOG_FILE = "log.jsonl"      # pretrain.trainer's names (importing the trainer would load every method)
 RECIPE_FILE = "recipe.yaml"
 FULL_KEY, REST_KEY = "grad/ratio_full_smallest", "grad/ratio_rest_smallest"
@@ -143,15 +145,6 @@ def trajectory_pca(grads: np.ndarray, k: int = 2) -> Tuple[np.ndarray, np.ndarra
 
 
 # -- plots -------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _grid(plt, n: int, sharey: bool = False):
     """A figure with one panel per run, at most three a row; the spare panels are hidden."""
     cols = min(n, 3)
@@ -193,7 +186,7 @@ def _line(ax, x, y, **kw):
 
 def plot_ratios(runs: Sequence[RunDiagnostics], path: "str | Path", overlay: bool = False) -> None:
     """SlimCLR's Figure 3: both gradient-norm ratios against step, a panel per run or all on one (``overlay``)."""
-    plt = _pyplot()
+    plt = pyplot()
     if overlay:
         fig, ax = plt.subplots(figsize=(7.5, 4.5))
         panels = [(ax, runs)]
@@ -218,7 +211,7 @@ def plot_ratios(runs: Sequence[RunDiagnostics], path: "str | Path", overlay: boo
 
 def plot_norms(runs: Sequence[RunDiagnostics], path: "str | Path") -> None:
     """Every network's gradient norm (``grad/norm_*``) against step, a panel per run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = _grid(plt, len(runs))
     for ax, run in zip(axes, runs):
         keys = [k for k in run.values if k.startswith("grad/norm_")]
@@ -238,7 +231,7 @@ def plot_trajectory(runs: Sequence[RunDiagnostics], path: "str | Path") -> List[
     skipped = [r.label for r in runs if r.trajectory is None]
     if not shown:
         return skipped
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = _grid(plt, len(shown))
     for ax, run in zip(axes, shown):
         proj, ratio = run.pca()

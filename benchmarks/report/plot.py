@@ -8,6 +8,16 @@ from benchmarks.report.board import ACCURACY_METRIC, Board
 from benchmarks.report.published import plot_points
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: the reports write files and never need a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def accuracy_columns(board: Board) -> List[str]:
     """The top-1 columns, which the accuracy-vs-MACs plot shows."""
     return [c for c in board.metric_columns if c.endswith("/" + ACCURACY_METRIC)]
@@ -19,11 +29,9 @@ def plot_png(board: Board) -> Optional[bytes]:
     columns = [c for c in accuracy_columns(board) if any("macs" in r and c in r for r in board.rows)]
     if not columns:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    plt = pyplot()
 
     def points(rows):
         return sorted((r["macs"].mean / 1e9, r[column].mean, r[column].std or 0.0, r["subnet"]) for r in rows
