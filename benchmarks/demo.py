@@ -43,7 +43,7 @@ DEMO_SUITES = ("fmnist-linear-fast", "fmnist-knn", "demo-det", "demo-seg", "comp
 # The vanilla slimmable network of SlimCLR's ablation: the SlimCLR demo recipe without its three
 # techniques (the demo-vanilla entry of configs/ablations/demo-slimclr-mocov2-techniques.yaml).
 VANILLA = "demo-slimclr-mocov2-vanilla"
-VANILLA_OVERRIDES = ("method.slim_start_epoch=0", "method.distill=false", "method.loss_weights=uniform")
+VANILLA_OVERRIDES = ("method.slim_start_epoch=0", "method.distill=none", "method.loss_weights=uniform")
 # The engine suites (Detectron2, MMSeg) show the export and training path, not a comparison: at the demo's
 # size pretrained and random-init networks scored alike (README of stop 31), so they run on the SlimCLR
 # checkpoint only. The other suites run on every checkpoint.

@@ -44,7 +44,7 @@ def individual_recipe(recipe: Recipe, subnet: "str | SubnetSpec", source: str) -
     narrow.model.widths = [spec.width]
     method = narrow.method
     if isinstance(method, SlimCLRRecipe):
-        method.slim_start_epoch, method.slim_start_lr, method.distill = 0.0, None, False
+        method.slim_start_epoch, method.slim_start_lr, method.distill = 0.0, None, "none"
     elif isinstance(method, BYOLRecipe):
         method.desired, method.depths, method.num_random, method.sample = [str(spec)], [], 0, "desired"
     record = {"of_recipe_digest": recipe_digest(recipe), "subnet": str(spec), "method": method.name}

@@ -23,17 +23,19 @@ from pretrain.models.spec import SubnetError, SubnetSpec, check_contained
 
 @dataclass
 class SlimCLRRecipe:
-    """Keys shared by both SlimCLR variants: slow start, online distillation, loss re-weighting."""
+    """Keys shared by every SlimCLR variant: slow start, online distillation, loss re-weighting."""
 
     name: str = "slimclr-mocov2"
     temperature: float = 0.2
-    momentum: float = 0.999                 # key encoder EMA momentum (start value when cosine)
-    momentum_schedule: Literal["constant", "cosine"] = "constant"
     slim_start_epoch: float = 0.0           # before it only the full width trains
     slim_start_lr: Optional[float] = None   # base lr of the global schedule from the switch on; null keeps optim.lr
-    distill: bool = True
-    distill_alpha: float = 0.5              # sub-network loss = (1-a) InfoNCE + a KD
-    teacher_temp: float = 5.0
+    # params.py seed_loss (kd), mse_loss, dkd_loss, atkd_loss; none: no distillation (true/false read as kd/none)
+    distill: Literal["none", "kd", "mse", "dkd", "atkd"] = "kd"
+    distill_on: Literal["logits", "features"] = "logits"   # features: the normalized embeddings (params.py
+                                            # inplace_distill for kd, mse_loss=1 for mse); logits: the similarities
+    full_distill: bool = False              # params.py full_distill: every wider sub-network teaches too
+    distill_alpha: float = 0.5              # sub-network loss = (1-a) contrastive + a distillation (aux_loss_w)
+    teacher_temp: float = 5.0               # kd's temperatures (dkd and atkd have their own, fixed upstream)
     student_temp: float = 5.0
     loss_weights: str = "slimclr"           # losses.LOSS_WEIGHTINGS: slimclr (upstream 5), uniform (0), ...
     head_init_std: Optional[float] = 0.01   # N(0, std) weights, zero biases for the encoder's head; null: torch's
@@ -43,18 +45,32 @@ class SlimCLRRecipe:
             raise ValueError(f"head_init_std: expected a positive std or null, got {self.head_init_std}")
         if self.loss_weights not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weights: expected one of {', '.join(LOSS_WEIGHTINGS)}, got {self.loss_weights!r}")
+        if self.distill_on == "features" and self.distill not in ("kd", "mse"):
+            raise ValueError(f"distill_on: features works with distill kd or mse (upstream's inplace_distill and "
+                             f"mse_loss=1), got distill: {self.distill}")
         if not 0.0 <= self.distill_alpha <= 1.0:
             raise ValueError(f"distill_alpha: expected a value in [0, 1], got {self.distill_alpha}")
         for key in ("temperature", "teacher_temp", "student_temp"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}: expected a positive value, got {getattr(self, key)}")
-        _check_momentum(self.momentum)
         if self.slim_start_epoch < 0:
             raise ValueError(f"slim_start_epoch: expected >= 0, got {self.slim_start_epoch}")
 
 
 @dataclass
-class MoCoV2Recipe(SlimCLRRecipe):
+class MoCoRecipe(SlimCLRRecipe):
+    """SlimCLR on MoCo: a full-width momentum (key) encoder."""
+
+    momentum: float = 0.999                 # key encoder EMA momentum (start value when cosine)
+    momentum_schedule: Literal["constant", "cosine"] = "constant"
+
+    def validate(self) -> None:
+        super().validate()
+        _check_momentum(self.momentum)
+
+
+@dataclass
+class MoCoV2Recipe(MoCoRecipe):
     """SlimCLR-MoCo v2: queue of full-width keys, slimmable 2-layer MLP head."""
 
     modules: ClassVar[Tuple[str, ...]] = ("encoder", "head")   # trainable modules (optim.lr_scale keys)
@@ -74,7 +90,7 @@ class MoCoV2Recipe(SlimCLRRecipe):
 
 
 @dataclass
-class MoCoV3Recipe(SlimCLRRecipe):
+class MoCoV3Recipe(MoCoRecipe):
     """SlimCLR-MoCo v3: no queue, slimmable projector and predictor, symmetric loss."""
 
     modules: ClassVar[Tuple[str, ...]] = ("encoder", "projector", "predictor")   # optim.lr_scale keys
@@ -95,6 +111,22 @@ class MoCoV3Recipe(SlimCLRRecipe):
         if self.pred_dims[-1] != self.proj_dims[-1]:
             raise ValueError(f"pred_dims: the predictor must end at the projection size {self.proj_dims[-1]}, "
                              f"got {self.pred_dims[-1]}")
+
+
+@dataclass
+class SimCLRRecipe(SlimCLRRecipe):
+    """SlimCLR-SimCLR: no momentum encoder; NT-Xent over both views of the (gathered) batch."""
+
+    modules: ClassVar[Tuple[str, ...]] = ("encoder", "head")   # optim.lr_scale keys
+    name: str = "slimclr-simclr"
+    temperature: float = 0.1                # s_simclr.py T
+    proj_dims: List[int] = field(default_factory=lambda: [2048, 128])  # params.py simclr_mlp_dim (x width), dim
+
+    def validate(self) -> None:
+        super().validate()
+        _check_dims("proj_dims", self.proj_dims)
+        if len(self.proj_dims) != 2:
+            raise ValueError(f"proj_dims: SimCLR's head has two layers, [hidden, output]; got {self.proj_dims}")
 
 
 @dataclass
@@ -150,8 +182,8 @@ class SupervisedRecipe:
             raise ValueError(f"num_classes: expected at least 2 classes, got {self.num_classes}")
 
 
-METHOD_RECIPES = {"slimclr-mocov2": MoCoV2Recipe, "slimclr-mocov3": MoCoV3Recipe, "dspnet-byol": BYOLRecipe,
-                  "supervised": SupervisedRecipe}
+METHOD_RECIPES = {"slimclr-mocov2": MoCoV2Recipe, "slimclr-mocov3": MoCoV3Recipe, "slimclr-simclr": SimCLRRecipe,
+                  "dspnet-byol": BYOLRecipe, "supervised": SupervisedRecipe}
 
 
 @dataclass
@@ -181,7 +213,7 @@ class DataRecipe:
     dataset: Literal["imagefolder", "fashion-mnist"] = "imagefolder"
     root: Optional[str] = None              # ImageFolder train dir, or Fashion-MNIST IDX dir
     image_size: int = 224
-    augment: Literal["mocov2", "byol", "slim"] = "mocov2"   # byol is also MoCo v3's; slim: the supervised one
+    augment: Literal["mocov2", "byol", "simclr", "slim"] = "mocov2"   # byol is also MoCo v3's; slim: the supervised one
     crop_scale: List[float] = field(default_factory=lambda: [0.2, 1.0])
     blur: bool = True                       # the recipe's Gaussian blur; SimCLR drops it for small images
     batch_size: int = 256                   # global batch over all ranks
@@ -354,6 +386,8 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
         raise ConfigError(f"{source}: key 'method.name': expected one of {', '.join(METHOD_RECIPES)}, "
                           f"got {name!r}")
     recipe = from_dict(Recipe, data, source)
+    if isinstance(method.get("distill"), bool):   # version 1 spelling: a switch for the only distillation, kd
+        method = {**method, "distill": "kd" if method["distill"] else "none"}
     recipe.method = from_dict(cls, method, source, prefix="method.")
     _check_subnets(recipe, source)
     for module in recipe.optim.lr_scale:
@@ -373,11 +407,31 @@ def parse_recipe(data: Mapping[str, Any], source: str) -> Recipe:
 # Keys that say where the data lives or how often to log, not what a run computes.
 DIGEST_IGNORES = ("data.root", "data.workers", "data.prefetch", "run.checkpoint_every", "run.log_every",
                   "run.channels_last", "run.keep_every", "run.monitor", "run.diagnose_every", "run.diagnose_cosine")
+# Keys added after recipes were first digested, with the value every earlier run had: left out at that
+# value, so earlier digests (individual baselines' pairing) and --resume of earlier runs still match.
+LATER_DEFAULTS = {"method.distill_on": "logits", "method.full_distill": False}
+
+
+def comparable_recipe(plain: Mapping[str, Any]) -> Dict[str, Any]:
+    """A resolved recipe (``recipe_dict``, or one a checkpoint stored) in the spelling digests compare.
+
+    ``method.distill`` is spelled as before it had modes (kd: true, none: false) and ``LATER_DEFAULTS``
+    keys at their default are dropped, so a recipe digests as it did before those keys existed.
+    """
+    plain = json.loads(json.dumps(plain))
+    method = plain.get("method", {})
+    if method.get("distill") in ("kd", "none"):
+        method["distill"] = method["distill"] == "kd"
+    for key, default in LATER_DEFAULTS.items():
+        section, name = key.split(".")
+        if name in plain.get(section, {}) and plain[section][name] == default:
+            del plain[section][name]
+    return plain
 
 
 def recipe_digest(recipe: Recipe) -> str:
     """sha256 of what ``recipe`` computes (the resolved recipe without ``DIGEST_IGNORES``)."""
-    plain = recipe_dict(recipe)
+    plain = comparable_recipe(recipe_dict(recipe))
     for key in DIGEST_IGNORES:
         section, name = key.split(".")
         plain.get(section, {}).pop(name, None)

@@ -40,7 +40,8 @@ from pretrain.data.augment import DeviceNormalize
 from pretrain.data.loader import build_loader
 from pretrain.methods import PretrainMethod, StepContext, build_method
 from pretrain.optim import LRSchedule, build_optimizer, set_lr
-from pretrain.recipe import Recipe, RunRecipe, SlimCLRRecipe, check_world, recipe_dict, recipe_digest
+from pretrain.recipe import (Recipe, RunRecipe, SlimCLRRecipe, check_world, comparable_recipe, recipe_dict,
+                            recipe_digest)
 from pretrain.models.resnet import SlimResNet, parse_arch
 from pretrain.tensorboard_log import TensorBoardLog
 
@@ -162,7 +163,7 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
 
 def recipe_changes(old_recipe: Dict[str, Any], recipe: Recipe) -> List[str]:
     """``key: old -> new`` for every recipe key that a resumed run may not change."""
-    old, new = _flatten(old_recipe), _flatten(recipe_dict(recipe))
+    old, new = _flatten(comparable_recipe(old_recipe)), _flatten(comparable_recipe(recipe_dict(recipe)))
     changed = sorted(k for k in set(old) | set(new)   # run.monitor.k is part of run.monitor
                      if old.get(k) != new.get(k) and ".".join(k.split(".")[:2]) not in RESUMABLE_CHANGES)
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]

@@ -4,7 +4,7 @@
 pretrain:                      # each variant: a recipe and named overrides (as on `bench pretrain`)
   - name: vanilla
     recipe: configs/pretrain/demo-slimclr-mocov2.yaml
-    overrides: [method.slim_start_epoch=0, method.distill=false, method.loss_weights=uniform]
+    overrides: [method.slim_start_epoch=0, method.distill=none, method.loss_weights=uniform]
   - name: slimclr
     recipe: configs/pretrain/demo-slimclr-mocov2.yaml
 pretrain_overrides: [run.diagnose_every=10]   # applied to every variant, before its own

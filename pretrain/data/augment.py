@@ -5,6 +5,9 @@
   ``dataset/dataloader.py`` ``ssl_aug == 'mocov2'``).
 - ``byol``: colour jitter 0.4/0.4/0.2/0.1, and asymmetric views: blur p 1.0 / 0.1 and solarize
   p 0 / 0.2 (BYOL; SlimCLR's and MoCo v3's ``'mocov3'`` lists).
+- ``simclr``: SimCLR's list as SlimCLR runs SlimCLR-SimCLR (``ssl_aug == 'simclr'``, after SimCLR's
+  appendix A): both views as ``mocov2`` but colour jitter 0.8/0.8/0.8/0.2 (strength 1.0); RandomResizedCrop
+  scale 0.08-1 is the recipe's ``crop_scale``.
 - ``slim``: the supervised slimmable network's list (SlimCLR's ``ssl_aug == 'slim'``, from
   slimmable_networks): RandomResizedCrop (``crop_scale``, upstream 0.08-1), colour jitter 0.4/0.4/0.4
   always, AlexNet's PCA lighting noise of std 0.1 (``Lighting``, ImageNet's eigenvalues and vectors of
@@ -33,7 +36,7 @@ from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("mocov2", "byol", "slim")
+AUGMENTATIONS = ("mocov2", "byol", "simclr", "slim")
 # ImageNet's RGB principal components (SlimCLR dataset/transforms.py imagenet_pca, from fb.resnet.torch)
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
@@ -129,6 +132,9 @@ def view_params(kind: str, blur: bool = True) -> Tuple[dict, dict]:
     on = 1.0 if blur else 0.0
     if kind == "mocov2":
         view = dict(jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.5 * on, solarize_p=0.0)
+        return view, view
+    if kind == "simclr":
+        view = dict(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5 * on, solarize_p=0.0)
         return view, view
     if kind == "byol":
         jitter = (0.4, 0.4, 0.2, 0.1)

@@ -1,7 +1,9 @@
 """The losses of SlimCLR and DSPNet, one small function each.
 
 - ``info_nce``: cross-entropy of contrastive logits against the positive's index (MoCo).
+- ``nt_xent_similarities``: SimCLR's cosines and positives over the 2N views of a batch (``s_simclr.py``).
 - ``soft_cross_entropy``: SEED-style distillation from a teacher's logits to a student's.
+- ``dkd_loss``, ``atkd_loss``, ``distill_loss``: the other distillations of SlimCLR's ``models/distiller``.
 - ``byol_loss``: BYOL's normalized MSE, ``2 - 2 cos(p, z)``.
 - ``uniformity_loss``: Wang & Isola's uniformity of L2-normalized embeddings on the hypersphere.
 - ``width_loss_weights``: SlimCLR's re-weighting of each width's loss by model size.
@@ -9,10 +11,16 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+
+# SlimCLR's distillations (models/distiller/factory.py choose_kd_loss), by name; "none" turns it off
+DISTILLATIONS = ("none", "kd", "mse", "dkd", "atkd")
+# DKD's and ATKD's parameters as choose_kd_loss fixes them (the recipe's temperatures are KD's only)
+DKD_ALPHA, DKD_BETA, DKD_TEMPERATURE = 1.0, 0.5, 1.0
+ATKD_MULTIPLIER, ATKD_TEMPERATURE, ATKD_EPS = 2.0, 4.0, 1e-5
 
 # Every mode of SlimCLR's loss_weights_generate, by name (width_loss_weights has the upstream numbers)
 LOSS_WEIGHTINGS = ("slimclr", "proportional", "uniform", "share", "normalized-share", "narrower-sum",
@@ -34,6 +42,69 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     target = F.softmax(teacher_logits.detach().float() / teacher_temp, dim=1)
     log_prob = F.log_softmax(student_logits.float() / student_temp, dim=1)
     return -(target * log_prob).sum(dim=1).mean() * student_temp ** 2
+
+
+def nt_xent_similarities(z1: torch.Tensor, z2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SimCLR's ``(cosines, labels)`` for L2-normalized embeddings of two views ``z1``, ``z2`` (N, D each).
+
+    The 2N embeddings are compared with each other but not themselves (``[2N, 2N - 1]`` cosines, the
+    diagonal removed); row ``i``'s positive is the other view of its image, column ``N + i - 1`` for the
+    first view and ``i`` for the second (upstream SlimCLR's ``s_simclr.py`` labels).
+    """
+    n = z1.shape[0]
+    z = torch.cat([z1, z2]).float()
+    off_diagonal = ~torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    cosines = (z @ z.T)[off_diagonal].view(2 * n, 2 * n - 1)
+    idx = torch.arange(n, device=z.device)
+    return cosines, torch.cat([idx + n - 1, idx])
+
+
+def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+             alpha: float = DKD_ALPHA, beta: float = DKD_BETA, temperature: float = DKD_TEMPERATURE) -> torch.Tensor:
+    """Decoupled KD (Zhao et al., CVPR 2022): ``alpha`` TCKD + ``beta`` NCKD, each ``T**2``-scaled, batch mean.
+
+    TCKD is the KL divergence of the binary (target, rest) probabilities; NCKD that of the distributions
+    over the non-target classes (the target's logit pushed down by 1000 before the softmax, as mdistiller).
+    """
+    s, t = student_logits.float() / temperature, teacher_logits.detach().float() / temperature
+    target = F.one_hot(labels, s.shape[1]).bool()
+    p_s, p_t = F.softmax(s, dim=1), F.softmax(t, dim=1)
+    binary_s = torch.stack([p_s[target], p_s.masked_fill(target, 0).sum(1)], dim=1)
+    binary_t = torch.stack([p_t[target], p_t.masked_fill(target, 0).sum(1)], dim=1)
+    n = s.shape[0]
+    tckd = F.kl_div(binary_s.log(), binary_t, reduction="sum") * temperature ** 2 / n
+    nckd = F.kl_div(F.log_softmax(s - 1000.0 * target, dim=1), F.softmax(t - 1000.0 * target, dim=1),
+                    reduction="sum") * temperature ** 2 / n
+    return alpha * tckd + beta * nckd
+
+
+def atkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, multiplier: float = ATKD_MULTIPLIER,
+              temperature: float = ATKD_TEMPERATURE, eps: float = ATKD_EPS) -> torch.Tensor:
+    """Adaptive-temperature KD (SlimCLR's ``ATKD.py`` version 2, the one it runs): KL divergence of the
+    row-standardized logits (zero mean, unit variance, times ``multiplier``) at ``temperature``, ``T**2``-scaled."""
+    c = student_logits.shape[-1]
+    s = F.layer_norm(student_logits.float(), (c,), eps=eps) * multiplier
+    t = F.layer_norm(teacher_logits.detach().float(), (c,), eps=eps) * multiplier
+    return F.kl_div(F.log_softmax(s / temperature, dim=-1), F.softmax(t / temperature, dim=-1),
+                    reduction="batchmean") * temperature ** 2
+
+
+def distill_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
+                 student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """One of ``DISTILLATIONS`` from a (detached) teacher to a student, as SlimCLR's ``choose_kd_loss``.
+
+    ``kd``: ``soft_cross_entropy`` at the recipe's temperatures; ``mse``: mean squared error;
+    ``dkd``/``atkd``: at their fixed upstream parameters (``labels`` are the positives' indices, DKD's target).
+    """
+    if kind == "kd":
+        return soft_cross_entropy(student, teacher, student_temp, teacher_temp)
+    if kind == "mse":
+        return F.mse_loss(student.float(), teacher.detach().float())
+    if kind == "dkd":
+        return dkd_loss(student, teacher, labels)
+    if kind == "atkd":
+        return atkd_loss(student, teacher)
+    raise ValueError(f"unknown distillation {kind!r}; expected one of {', '.join(DISTILLATIONS[1:])}")
 
 
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

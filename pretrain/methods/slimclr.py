@@ -7,28 +7,39 @@ SlimCLR (Zhao & Wang, IJCV 2024; mzhaoshuai/SlimCLR ``models/s_moco.py``, ``s_mo
         s_w   = cosine similarities of query(w) with the keys (and the queue)
         L_w   = InfoNCE(s_w / T)                                       # x 2T for MoCo v3
         if w is a sub-network and distillation is on:
-            L_w = (1 - a) * L_w + a * T_s^2 * CE(softmax(d_full.detach() / T_t), log_softmax(d_w / T_s))
+            L_w = (1 - a) * L_w + a * mean over teachers t of D(d_w, d_t.detach())
     loss = sum_w weight_w * L_w          # weight_full = 1 + sum(widths) - max(widths), others 1
 
-The distilled logits ``d_w`` are what upstream's loss function returns beside the loss: the raw
-similarities ``s_w`` for MoCo v2 (``InfoNCE`` applies T only inside the cross-entropy) and
-``s_w / T`` for MoCo v3 (``contrastive_loss`` returns ``q k^T / T``); the temperature ``T`` never
-enters the distillation twice. Before ``slim_start_epoch`` only the full width runs (weight 1), so
-sub-network losses are zero and parameters used only by sub-networks get no gradient. The
-variants (MoCo v2 with a queue, MoCo v3 symmetric without one) say how keys and similarities are made.
+``D`` is ``method.distill`` (SlimCLR's ``choose_kd_loss``): ``kd`` is SEED's
+``T_s^2 * CE(softmax(d_t / T_t), log_softmax(d_w / T_s))``, the paper's; ``mse``, ``dkd``, ``atkd`` the
+others upstream has. The teacher is the full width, and with ``full_distill`` also every wider
+sub-network. The distilled ``d_w`` are, with ``distill_on: logits``, what upstream's loss function
+returns beside the loss: the raw similarities ``s_w`` for MoCo v2 and SimCLR (their cross-entropy
+applies T inside) and ``s_w / T`` for MoCo v3 (``contrastive_loss`` returns ``q k^T / T``), so ``T``
+never enters the distillation twice; with ``distill_on: features``, the normalized query embeddings.
+Before ``slim_start_epoch`` only the full width runs (weight 1), so sub-network losses are zero and
+parameters used only by sub-networks get no gradient. The variants (MoCo v2 with a queue, MoCo v3
+symmetric without one, SimCLR within the batch) say how keys and similarities are made.
 """
 from __future__ import annotations
 
 import abc
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import torch
 
-from pretrain.methods.losses import info_nce, soft_cross_entropy, width_loss_weights
+from pretrain.methods.losses import distill_loss, info_nce, width_loss_weights
 from pretrain.models.spec import SubnetSpec, format_width
 from pretrain.methods.base import PretrainMethod, StepContext
 
-Similarities = List[Tuple[torch.Tensor, torch.Tensor]]   # (cosine similarities, labels) per loss direction
+
+
+class Similarities(NamedTuple):
+    """One loss direction of one network: what its contrastive loss and its distillation read."""
+
+    cosines: torch.Tensor      # (rows, candidates) cosine similarities, not divided by the temperature
+    labels: torch.Tensor       # each row's positive candidate
+    embeddings: torch.Tensor   # the rows' normalized query embeddings (distill_on: features)
 
 
 class SlimCLR(PretrainMethod, abc.ABC):
@@ -55,7 +66,7 @@ class SlimCLR(PretrainMethod, abc.ABC):
 
     @abc.abstractmethod
     def width_similarities(self, index: int, view1: torch.Tensor, view2: torch.Tensor,
-                           keys) -> Tuple[Similarities, Dict[str, torch.Tensor]]:
+                           keys) -> Tuple[List[Similarities], Dict[str, torch.Tensor]]:
         """Cosine similarities (not divided by the temperature) of the query at width ``index`` with the
         keys, and detached diagnostics of them to log beside the loss (e.g. MoCo v2's ``pos``)."""
 
@@ -79,30 +90,42 @@ class SlimCLR(PretrainMethod, abc.ABC):
         """The EMA after step ``s`` is the one upstream makes before step ``s + 1``, at that step's momentum."""
         return super().momentum_at(StepContext(ctx.step + 1, ctx.total_steps, ctx.epoch, ctx.slim_active))
 
+    def contrastive_loss(self, sims: Similarities) -> torch.Tensor:
+        """The contrastive loss of one direction: InfoNCE of the cosines divided by the temperature."""
+        return info_nce(sims.cosines / self.cfg.temperature, sims.labels)
+
+    def distill_target(self, sims: Similarities) -> torch.Tensor:
+        """What ``method.distill`` compares between networks for one direction (see the module docstring)."""
+        if self.cfg.distill_on == "features":
+            return sims.embeddings
+        return sims.cosines / self.cfg.temperature if self.distill_scaled_logits else sims.cosines
+
     def forward(self, view1: torch.Tensor, view2: torch.Tensor,
                 ctx: StepContext) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         cfg = self.cfg
         nce_scale = 2.0 * cfg.temperature if self.nce_scale_by_temperature else 1.0
-        distill_scale = 1.0 / cfg.temperature if self.distill_scaled_logits else 1.0
         keys = self.compute_keys(view1, view2)
         widths = self.widths if ctx.slim_active else self.widths[:1]
         total = view1.new_zeros((), dtype=torch.float32)
         terms: Dict[str, torch.Tensor] = {}
-        teacher: List[torch.Tensor] = []
+        teachers: List[List[torch.Tensor]] = []   # per teaching network, its detached targets per direction
         for i, width in enumerate(widths):
             name = f"w{format_width(width)}"
-            pairs, diagnostics = self.width_similarities(i, view1, view2, keys)
-            nce = sum(info_nce(sim / cfg.temperature, labels) for sim, labels in pairs) * nce_scale
+            directions, diagnostics = self.width_similarities(i, view1, view2, keys)
+            nce = sum(self.contrastive_loss(sims) for sims in directions) * nce_scale
             terms[f"{name}/infonce"] = nce.detach()
             terms.update({f"{name}/{key}": value for key, value in diagnostics.items()})
             loss = nce
-            if i == 0:
-                teacher = [sim.detach() * distill_scale for sim, _ in pairs]
-            elif cfg.distill:
-                kd = sum(soft_cross_entropy(sim * distill_scale, t, cfg.student_temp, cfg.teacher_temp)
-                         for (sim, _), t in zip(pairs, teacher))
-                terms[f"{name}/kd"] = kd.detach()
+            targets = [self.distill_target(sims) for sims in directions]
+            if i > 0 and cfg.distill != "none":
+                # upstream averages over the teachers, direction by direction, and sums the directions
+                kd = sum(sum(distill_loss(cfg.distill, target, teacher[d], sims.labels, cfg.student_temp,
+                                          cfg.teacher_temp) for teacher in teachers) / len(teachers)
+                         for d, (sims, target) in enumerate(zip(directions, targets)))
+                terms[f"{name}/{cfg.distill}"] = kd.detach()
                 loss = (1.0 - cfg.distill_alpha) * nce + cfg.distill_alpha * kd
+            if i == 0 or cfg.full_distill:
+                teachers.append([target.detach() for target in targets])
             # Re-weighting balances the full width against the sub-networks; alone, it keeps weight 1.
             weight = self.loss_weights[width] if ctx.slim_active else 1.0
             total = total + weight * loss

@@ -29,7 +29,7 @@ from pretrain.distributed import batch_shuffle, batch_unshuffle, concat_all_gath
 from pretrain.models.slim_ops import SlimMLP
 from pretrain.models.spec import SubnetSpec, format_width
 from pretrain.methods.base import frozen_copy, normal_init_, register_method
-from pretrain.methods.slimclr import SlimCLR
+from pretrain.methods.slimclr import Similarities, SlimCLR
 
 
 # pos - neg_batch below this (in cosine) counts as no instance discrimination. A trained MoCo keeps
@@ -101,7 +101,7 @@ class SlimCLRMoCoV2(SlimCLR):
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         diagnostics = {"pos": pos.detach().mean(), "neg_queue": neg.detach().mean(),
                        "neg_batch": _mean_off_diagonal_cosine(q.detach(), k, pos.detach())}
-        return [(torch.cat([pos, neg], dim=1), labels)], diagnostics
+        return [Similarities(torch.cat([pos, neg], dim=1), labels, q)], diagnostics
 
     def diagnose(self, logged):
         found = []

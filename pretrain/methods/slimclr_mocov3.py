@@ -23,7 +23,7 @@ from pretrain.distributed import concat_all_gather, rank, world_size
 from pretrain.models.slim_ops import SlimMLP
 from pretrain.models.spec import SubnetSpec, format_width
 from pretrain.methods.base import frozen_copy, normal_init_, register_method
-from pretrain.methods.slimclr import SlimCLR
+from pretrain.methods.slimclr import Similarities, SlimCLR
 
 
 @register_method("slimclr-mocov3")
@@ -71,5 +71,5 @@ class SlimCLRMoCoV3(SlimCLR):
         for d, (view, k) in enumerate(((view1, k2), (view2, k1)), start=1):
             q = F.normalize(self.predictor(self.projector(self.encoder(view))), dim=1)
             self.keep(f"q{d}/w{format_width(self.widths[index])}", q)
-            out.append((q @ k.to(q.dtype).T, labels))
+            out.append(Similarities(q @ k.to(q.dtype).T, labels, q))
         return out, {}   # keys come from the batch itself: no stale queue to diagnose

@@ -93,20 +93,24 @@ class SlimMLP(nn.Module):
 
     def __init__(self, dims: Sequence[int], widths: Sequence[float], last_bn: bool = False,
                  bn: bool = True, last_bn_affine: bool = True, slim_output: bool = False,
-                 bias: Optional[bool] = None):
+                 bias: "Optional[bool | Sequence[bool]]" = None):
         super().__init__()
         if len(dims) < 2:
             raise ValueError(f"an MLP needs at least input and output sizes, got {list(dims)}")
         self.widths = [float(w) for w in widths]
         self.dims = list(dims)
+        if bias is not None and not isinstance(bias, bool) and len(bias) != len(dims) - 1:
+            raise ValueError(f"bias: expected one flag per linear layer ({len(dims) - 1}), got {list(bias)}")
         self.slim_output = slim_output
         layers = []
         n = len(dims) - 1
         for i in range(n):
             last = i == n - 1
             use_bn = last_bn if last else bn
-            # By default a linear layer has a bias unless a BN follows; MoCo v3 has none at all.
-            layers.append(SlimLinear(dims[i], dims[i + 1], bias=not use_bn if bias is None else bias))
+            # By default a linear layer has a bias unless a BN follows; MoCo v3 has none at all, SimCLR's
+            # head one on its first layer only (``bias`` per layer).
+            has_bias = not use_bn if bias is None else bias if isinstance(bias, bool) else bias[i]
+            layers.append(SlimLinear(dims[i], dims[i + 1], bias=has_bias))
             if use_bn:
                 sizes = [self._out_size(i, w) for w in self.widths]
                 affine = last_bn_affine if last else True

@@ -12,7 +12,7 @@ from pretrain.checkpoints.format import load_checkpoint
 from pretrain.errors import ConfigError
 from tests.pretrain.test_trainer import tiny_recipe_dict
 
-VANILLA = ["method.slim_start_epoch=0", "method.distill=false", "method.loss_weights=uniform"]
+VANILLA = ["method.slim_start_epoch=0", "method.distill=none", "method.loss_weights=uniform"]
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_variants_pretrain_as_jobs_then_their_cells_run(plan, tmp_path, capsys):
         assert ckpt.config["method"]["slim_start_epoch"] == slow_start and ckpt.config["run"]["diagnose_every"] == 2
         lines = [json.loads(x) for x in (out / "pretrain" / name / "log.jsonl").read_text().splitlines()]
         assert [x["step"] for x in lines if "grad/ratio_full_smallest" in x] == [2, 4]
-    assert load_checkpoint(out / "pretrain" / "vanilla" / "checkpoint.pt").config["method"]["distill"] is False
+    assert load_checkpoint(out / "pretrain" / "vanilla" / "checkpoint.pt").config["method"]["distill"] == "none"
     rows = MergedStore(find_stores(out)).rows()
     assert {r["checkpoint_path"].split("/")[-2] for r in rows} == {"vanilla", "slimclr"}
     assert main(["sweep", str(plan), "--out", str(out), "--status"]) == 0

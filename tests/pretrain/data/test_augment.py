@@ -22,6 +22,9 @@ UPSTREAM_BYOL_1 = [("crop", (0.2, 1.0), None), ("jitter", (0.4, 0.4, 0.2, 0.1), 
                    ("blur", (0.1, 2.0), 1.0), ("flip", 0.5, None)]
 UPSTREAM_BYOL_2 = [("crop", (0.2, 1.0), None), ("jitter", (0.4, 0.4, 0.2, 0.1), 0.8), ("gray", 0.2, None),
                    ("blur", (0.1, 2.0), 0.1), ("solarize", 128, 0.2), ("flip", 0.5, None)]
+# SlimCLR dataset/dataloader.py ssl_aug == 'simclr' (SimCLR's appendix A): jitter 0.8/0.8/0.8/0.2, scale 0.08-1
+UPSTREAM_SIMCLR = [("crop", (0.08, 1.0), None), ("jitter", (0.8, 0.8, 0.8, 0.2), 0.8), ("gray", 0.2, None),
+                   ("blur", (0.1, 2.0), 0.5), ("flip", 0.5, None)]
 
 
 def describe(view):
@@ -61,6 +64,11 @@ def test_mocov2_views_are_upstreams_list():
 def test_byol_views_are_upstreams_asymmetric_lists():
     v1, v2 = two_view_transforms("byol", 224)
     assert describe(v1) == UPSTREAM_BYOL_1 and describe(v2) == UPSTREAM_BYOL_2
+
+
+def test_simclr_views_are_upstreams_list():
+    v1, v2 = two_view_transforms("simclr", 224, crop_scale=(0.08, 1.0))
+    assert describe(v1) == UPSTREAM_SIMCLR and describe(v2) == UPSTREAM_SIMCLR
 
 
 def test_crop_scale_reaches_both_views():
@@ -131,8 +139,8 @@ def test_blur_can_be_dropped_and_views_have_the_image_size(kind):
 
 
 def test_unknown_augmentation_is_named():
-    with pytest.raises(ValueError, match="unknown augmentation 'simclr'"):
-        two_view_transforms("simclr", 32)
+    with pytest.raises(ValueError, match="unknown augmentation 'swav'"):
+        two_view_transforms("swav", 32)
 
 
 def test_sampler_item_is_what_iteration_yields_kth():

@@ -73,7 +73,7 @@ def test_slimclr_total_is_reweighted_distilled_sum(name):
     for w in ("w0.75", "w0.5"):
         expected = expected + 0.7 * t[f"{w}/infonce"] + 0.3 * t[f"{w}/kd"]
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    off = make(name, widths=(1.0, 0.5), distill=False, loss_weights="uniform")
+    off = make(name, widths=(1.0, 0.5), distill="none", loss_weights="uniform")
     loss, t = off(*views(), CTX)
     assert "w0.5/kd" not in t
     assert loss.item() == pytest.approx((t["w1.0/infonce"] + t["w0.5/infonce"]).item(), rel=1e-5)
