@@ -31,6 +31,7 @@ from pretrain.optim import build_optimizer
 from pretrain.recipe import load_recipe, parse_recipe
 from pretrain.models.spec import SubnetSpec
 from pretrain.trainer import build_encoder, lr_schedule
+from tests.pretrain.data.test_augment import UPSTREAM_SIMCLR, describe
 
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
 
@@ -163,3 +164,64 @@ def test_mocov3_full_width_weight_is_one_before_the_slow_start():
     expected = sum(F.cross_entropy(rec[q] @ rec[k].T / t, labels) * 2 * t          # s_mocov3.py:208
                    for q, k in (("q1/w1.0", "k2"), ("q2/w1.0", "k1")))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# -- SlimCLR-SimCLR ResNet-50: scripts/simclr.sh case 02 ------------------------------------------
+# mzhaoshuai/SlimCLR scripts/simclr.sh: header (lines 16-48) and case 02 (lines 66-81); models/s_simclr.py
+# s_SimCLR(dim=128, T=0.1); params.py simclr_mlp_dim 2048, slim_start_lr 1e-4 (not passed by the script);
+# dataset/dataloader.py ssl_aug == 'simclr'; models/backbones/s_resnet.py simclr_slim.
+SIMCLR_SH = {"lr": 2.4, "weight_decay": 1e-6, "momentum": 0.9, "num_epochs": 100, "warmup_proportion": 0.1,
+             "batch": 128 * 8, "slim_start_epoch": 50, "slim_start_lr": 1e-4, "aux_loss_w": 0.5, "T_kd": 5.0,
+             "width_mult_list": [1.0, 0.75, 0.5, 0.25], "T": 0.1, "mlp_dim": 2048, "dim": 128}
+
+
+@pytest.fixture(scope="module")
+def simclr_r50():
+    recipe = load_recipe(RECIPES / "slimclr-simclr-r50-100ep.yaml")
+    return recipe, build_method(recipe, build_encoder(recipe))
+
+
+def test_simclr_r50_schedule_is_simclr_sh_case_02(simclr_r50):
+    recipe, method = simclr_r50
+    steps_per_epoch = 1281167 // SIMCLR_SH["batch"]
+    sched = lr_schedule(recipe, steps_per_epoch)
+    total = SIMCLR_SH["num_epochs"] * steps_per_epoch
+    warm = SIMCLR_SH["warmup_proportion"] * total
+    assert recipe.data.batch_size == SIMCLR_SH["batch"] and sched.total_steps == total
+    assert sched(int(warm)) == pytest.approx(1e-8 + int(warm) / warm * (SIMCLR_SH["lr"] - 1e-8))
+    switch = math.ceil(SIMCLR_SH["slim_start_epoch"] * steps_per_epoch)
+    progress = (switch - warm) / (total - warm)
+    assert sched(switch - 1) > 1.0   # the base lr 2.4 until the slow start ends ...
+    assert sched(switch) == pytest.approx(0.5 * SIMCLR_SH["slim_start_lr"] * (1 + math.cos(math.pi * progress)))
+    optimizer = build_optimizer(method, recipe.optim)
+    assert type(optimizer).__name__ == "LARS"
+    for group in optimizer.param_groups:   # utils/optim.py LARS: 1-D parameters neither decay nor adapt
+        one_d = all(p.ndim == 1 for p in group["params"])
+        assert group["weight_decay"] == (0.0 if one_d else SIMCLR_SH["weight_decay"])
+        assert group["momentum"] == SIMCLR_SH["momentum"]
+
+
+def test_simclr_r50_method_and_head_are_s_simclrs(simclr_r50):
+    recipe, method = simclr_r50
+    cfg = method.cfg
+    assert method.widths == SIMCLR_SH["width_mult_list"] and cfg.temperature == SIMCLR_SH["T"]
+    assert (cfg.distill, cfg.distill_on, cfg.full_distill) == ("kd", "logits", False)
+    assert (cfg.distill_alpha, cfg.teacher_temp, cfg.student_temp) == (SIMCLR_SH["aux_loss_w"], 5.0, 5.0)
+    assert method.loss_weights == {1.0: 1 + sum(SIMCLR_SH["width_mult_list"]) - 1.0, 0.75: 1.0, 0.5: 1.0, 0.25: 1.0}
+    linears = [m for m in method.head.modules() if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in method.head.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    # simclr_slim: Linear(2048w -> 2048w, bias) BN ReLU Linear(-> 128, no bias) BN, one BN per width
+    assert [(m.in_features, m.out_features, m.bias is not None) for m in linears] == \
+        [(2048, SIMCLR_SH["mlp_dim"], True), (SIMCLR_SH["mlp_dim"], SIMCLR_SH["dim"], False)]
+    assert len(norms) == 2 * len(method.widths) and all(m.affine for m in norms)
+    for index, w in enumerate(method.widths):
+        method.head.set_width_index(index)
+        out = method.head(torch.randn(4, int(2048 * w)))
+        assert out.shape == (4, SIMCLR_SH["dim"])
+
+
+def test_simclr_r50_views_are_dataloaders_simclr_list(simclr_r50):
+    recipe, _ = simclr_r50
+    d = recipe.data
+    for view in two_view_transforms(d.augment, d.image_size, d.crop_scale, d.blur):
+        assert describe(view) == UPSTREAM_SIMCLR

@@ -6,7 +6,8 @@ import yaml
 
 from benchmarks.cli import main
 from pretrain.errors import ConfigError
-from pretrain.recipe import BYOLRecipe, MoCoV2Recipe, MoCoV3Recipe, load_recipe, parse_recipe, recipe_dict
+from pretrain.recipe import (BYOLRecipe, MoCoV2Recipe, MoCoV3Recipe, load_recipe, parse_recipe, recipe_dict,
+                            recipe_digest)
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "configs" / "pretrain").glob("*.yaml"))
 
@@ -14,7 +15,8 @@ RECIPES = sorted((Path(__file__).resolve().parents[2] / "configs" / "pretrain").
 def test_the_published_and_demo_recipes_are_shipped():
     names = {p.stem for p in RECIPES}
     assert {"slimclr-mocov2-r50-200ep", "slimclr-mocov2-r50-800ep", "slimclr-mocov3-r50-300ep",
-            "dspnet-byol-r50", "demo-slimclr-mocov2", "demo-dspnet"} <= names
+            "slimclr-simclr-r50-100ep", "dspnet-byol-r50", "demo-slimclr-mocov2", "demo-slimclr-simclr",
+            "demo-dspnet"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
@@ -57,6 +59,22 @@ def test_method_defaults_differ_per_method():
     assert (v2.temperature, v2.teacher_temp, v2.queue_size) == (0.2, 5.0, 65536)
     assert (v3.temperature, v3.teacher_temp, v3.momentum_schedule) == (1.0, 1.0, "cosine")
     assert isinstance(byol, BYOLRecipe) and (byol.momentum, byol.momentum_schedule) == (0.996, "cosine")
+    simclr = parse_recipe({**base, "method": {"name": "slimclr-simclr"}}, "x").method
+    assert (simclr.temperature, simclr.proj_dims, simclr.distill) == (0.1, [2048, 128], "kd")
+
+
+def test_distill_read_as_a_switch_keeps_its_meaning_and_every_digest():
+    """``distill: true/false`` (before it had modes) is kd/none, and recipes digest as they did then."""
+    base = {"data": {"dataset": "fashion-mnist"}}
+    on = parse_recipe({**base, "method": {"name": "slimclr-mocov2", "distill": True}}, "x")
+    off = parse_recipe({**base, "method": {"name": "slimclr-mocov2", "distill": False}}, "x")
+    assert (on.method.distill, off.method.distill) == ("kd", "none")
+    assert recipe_digest(on) == recipe_digest(parse_recipe({**base, "method": {"name": "slimclr-mocov2"}}, "x"))
+    # the demo recipe's digest at 6052f1a, before distill_on and full_distill existed
+    demo = load_recipe(next(p for p in RECIPES if p.stem == "demo-slimclr-mocov2"))
+    assert recipe_digest(demo) == "91e87ea61d2475e34380f6dbefc3585c1d2cae55c064370e12d93ea4e0c6b316"
+    demo.method.full_distill = True
+    assert recipe_digest(demo) != "91e87ea61d2475e34380f6dbefc3585c1d2cae55c064370e12d93ea4e0c6b316"
 
 
 def write(tmp_path, data):
@@ -85,6 +103,9 @@ def write(tmp_path, data):
     ({"method": {"name": "slimclr-mocov2"}, "optim": {"warmup_fraction": 0.1, "warmup_epochs": 2}},
      "optim.warmup_fraction"),
     ({"method": {"name": "slimclr-mocov3", "head_init_std": 0}}, "method.head_init_std"),
+    ({"method": {"name": "slimclr-simclr", "momentum": 0.99}}, "method.momentum"),   # SimCLR has no key encoder
+    ({"method": {"name": "slimclr-mocov2", "distill": "seed"}}, "method.distill"),
+    ({"method": {"name": "slimclr-mocov2", "distill": "dkd", "distill_on": "features"}}, "method.distill_on"),
 ])
 def test_bad_recipes_name_the_file_and_the_key(tmp_path, data, key):
     data.setdefault("data", {"dataset": "fashion-mnist"})
@@ -131,3 +152,15 @@ def test_shuffle_bn_that_cannot_shuffle_is_refused_before_training(tmp_path, cap
     data["method"]["bn_groups"] = 2          # two BN batches of 2: the shuffle can work on one process
     assert main(["pretrain", "--config", str(write(tmp_path, data)), "--out", str(out), "--no-progress",
                  "run.max_steps=1"]) == 0
+
+
+def test_a_run_saved_before_distill_had_modes_resumes_under_the_new_spelling():
+    from pretrain.trainer import recipe_changes
+
+    recipe = load_recipe(next(p for p in RECIPES if p.stem == "demo-slimclr-mocov2"))
+    saved = recipe_dict(recipe)   # as a training state written before distill_on and full_distill existed
+    saved["method"]["distill"] = True
+    del saved["method"]["distill_on"], saved["method"]["full_distill"]
+    assert recipe_changes(saved, recipe) == []
+    recipe.method.distill = "mse"
+    assert recipe_changes(saved, recipe) == ["method.distill: True -> 'mse'"]

@@ -17,6 +17,7 @@ from pretrain.trainer import build_encoder
 
 HEADS = {"slimclr-mocov2": {"queue_size": 20, "proj_dims": [32, 16]},
          "slimclr-mocov3": {"proj_dims": [32, 32, 16], "pred_dims": [32, 16]},
+         "slimclr-simclr": {"proj_dims": [32, 16]},
          "dspnet-byol": {"proj_dims": [32, 16], "pred_dims": [32, 16]}}
 
 
@@ -37,7 +38,7 @@ def views(n=6, size=8, seed=0):
 CTX = StepContext(step=0, total_steps=10, epoch=0.0, slim_active=True)
 
 
-@pytest.mark.parametrize("name", ["slimclr-mocov2", "slimclr-mocov3"])
+@pytest.mark.parametrize("name", ["slimclr-mocov2", "slimclr-mocov3", "slimclr-simclr"])
 def test_slow_start_gives_sub_networks_no_gradient(name):
     method = make(name)
     v1, v2 = views()
@@ -64,7 +65,7 @@ def test_slow_start_gives_sub_networks_no_gradient(name):
     assert sub_only.weight.grad is not None and sub_only.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["slimclr-mocov2", "slimclr-mocov3"])
+@pytest.mark.parametrize("name", ["slimclr-mocov2", "slimclr-mocov3", "slimclr-simclr"])
 def test_slimclr_total_is_reweighted_distilled_sum(name):
     method = make(name, widths=(1.0, 0.75, 0.5), distill_alpha=0.3)
     loss, t = method(*views(), CTX)
