@@ -10,7 +10,7 @@ from pretrain.models.spec import SubnetError, SubnetSpec
 from tests.transfer.conftest import make_checkpoint
 
 SHIPPED = {"imagenet-linear", "imagenet-linear-fast", "imagenet-linear-slimclr-mocov2",
-           "imagenet-linear-slimclr-mocov3", "imagenet-semi-1pct", "imagenet-semi-10pct", "imagenet-knn",
+           "imagenet-linear-slimclr-mocov3", "imagenet-linear-slimclr-simclr", "imagenet-semi-1pct", "imagenet-semi-10pct", "imagenet-knn",
            "complexity", "latency", "fmnist-linear", "fmnist-linear-fast", "fmnist-knn", "fmnist-semi-10pct"}
 
 

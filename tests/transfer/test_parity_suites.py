@@ -50,10 +50,11 @@ SIMCLR_LABELLED = {"imagenet-semi-1pct": 12811, "imagenet-semi-10pct": 128116}
 # repository, equal to the shipped copies and to ../shared/data/imagenet_subsets/)
 SIMCLR_SHA256 = {"1percent.txt": "71e82a48ba78252683ae334c4d019ebd5c6e855b9599c1389fbe83eb9549cf17",
                  "10percent.txt": "6d09de11e7bdaf5b1f3b1f249b6183695f97310cdd20f0c03e7235b6b9392091"}
-LINEAR = {  # suite: (lr, batch, epochs, schedule, milestones, evaluate every, pick)
-    "imagenet-linear": (30.0, 256, 100, "step", [60, 80], 1, "best"),
-    "imagenet-linear-slimclr-mocov2": (60.0, 1024, 100, "step", [60, 80], 2, "best-full-width"),
-    "imagenet-linear-slimclr-mocov3": (0.4, 1024, 90, "cosine", None, 2, "best-full-width"),
+LINEAR = {  # suite: (lr, batch, epochs, schedule, milestones, evaluate every, pick, weight decay)
+    "imagenet-linear": (30.0, 256, 100, "step", [60, 80], 1, "best", 0.0),
+    "imagenet-linear-slimclr-mocov2": (60.0, 1024, 100, "step", [60, 80], 2, "best-full-width", 0.0),
+    "imagenet-linear-slimclr-mocov3": (0.4, 1024, 90, "cosine", None, 2, "best-full-width", 0.0),
+    "imagenet-linear-slimclr-simclr": (0.4, 1024, 90, "cosine", None, 2, "best-full-width", 1e-6),  # simclr.sh:141-150
 }
 
 
@@ -169,12 +170,12 @@ def test_simclr_subset_lists_are_pinned(name):
 # -- linear evaluation ----------------------------------------------------------------------------
 @pytest.mark.parametrize("suite", sorted(LINEAR))
 def test_linear_suites_hand_torch_the_published_probe_optimizer(suite, ckpt, tmp_path):
-    lr, batch, epochs, schedule, milestones, every, pick = LINEAR[suite]
+    lr, batch, epochs, schedule, milestones, every, pick, wd = LINEAR[suite]
     proto, ctx = context(suite, ckpt, tmp_path / "absent", data_error="dataset folder not found")
     for d in proto.describe(ctx).values():
         (group,) = d["optimizer"]["param_groups"]
         assert d["optimizer"]["type"] == "SGD"
-        assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (lr, 0.9, 0.0, False)
+        assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (lr, 0.9, wd, False)
         assert d["batch"]["global"] == batch and d["epochs"] == epochs
         assert d["schedule"]["kind"] == schedule
         if milestones is not None:
