@@ -3,7 +3,9 @@
 One row per (checkpoint, sub-network). One column per metric of each experiment: the finished
 runs of one suite whose protocol, dataset and params are equal (``digests.config_digest``), named
 by the suite and the overrides that differ from its file (``fmnist-knn[k=200]/top1``); latency
-experiments are also keyed by device (``latency@cpu/latency_ms``). When two experiments would get
+experiments are also keyed by device (``latency@cpu/latency_ms``), and runs whose BatchNorm saw fewer
+images together than the published run's by that count (``voc-seg(BN 4 of 16)/mIoU``, from the run
+info ``bn_batch``/``bn_batch_published``). When two experiments would get
 one name (a suite file edited between runs), the older ones carry their config digest
 (``fmnist-knn#1a2b3c/top1``). A cell holds one value per seed, each the latest finished
 measurement of that seed, and reads ``mean ± std (n)`` when n > 1 (std: the sample standard
@@ -71,12 +73,12 @@ class Board:
 
 @dataclass
 class _Experiment:
-    """The finished runs of one suite with one config (and, for latency, one device)."""
+    """The finished runs of one suite with one config (and, for latency, one device; else one BN batch)."""
 
     suite: str
     protocol: str
     digest: str
-    device: str
+    condition: str                        # latency: the device it ran on; other protocols: ``_bn_note``
     latest: Tuple[str, str] = ("", "")    # (end time, run id) of its latest run
     variant: Mapping[str, Any] = field(default_factory=dict)   # as that latest run recorded it
     checkpoints: set = field(default_factory=set)
@@ -105,9 +107,16 @@ def _device(row: Mapping[str, Any]) -> str:
     return f"{row['device']}:{name}" if name and name not in (row["device"], "cpu") else row["device"]
 
 
+def _bn_note(row: Mapping[str, Any]) -> str:
+    """``BN 4 of 16`` when the run's BatchNorm normalized fewer (or more) images together than the published."""
+    info = json.loads(row.get("info_json") or "{}")
+    here, published = info.get("bn_batch"), info.get("bn_batch_published")
+    return f"BN {here} of {published}" if here and published and here != published else ""
+
+
 def _experiment_key(row: Mapping[str, Any]) -> Tuple[str, str, str]:
-    device = _device(row) if row["protocol"] == "latency" else ""
-    return row["suite"], config_digest(json.loads(row["suite_json"])), device
+    condition = _device(row) if row["protocol"] == "latency" else _bn_note(row)
+    return row["suite"], config_digest(json.loads(row["suite_json"])), condition
 
 
 def _experiments(rows: Sequence[Mapping[str, Any]]) -> Dict[Tuple[str, str, str], _Experiment]:
@@ -122,7 +131,8 @@ def _experiments(rows: Sequence[Mapping[str, Any]]) -> Dict[Tuple[str, str, str]
         e.checkpoints.add(r["checkpoint_digest"])
     by_label: Dict[str, List[_Experiment]] = {}
     for e in found.values():
-        e.label = variant_label(e.suite, e.variant, e.device)
+        e.label = (variant_label(e.suite, e.variant, e.condition) if e.protocol == "latency"
+                   else variant_label(e.suite, e.variant) + (f"({e.condition})" if e.condition else ""))
         by_label.setdefault(e.label, []).append(e)
     for same in by_label.values():
         # the most recent experiment keeps the plain name; older ones of that name show their digest

@@ -12,7 +12,9 @@ Sources:
   ``base * train_batch_size / 256``; ``:55-56`` steps ``num_examples * train_epochs // train_batch_size + 1``;
   ``:76-81`` ``cosine_decay`` per global step after ``warmup_epochs`` (0 in B.5); ``run.py:125-127`` and
   ``model.py:170-178`` ``zero_init_logits_layer`` zeroes the supervised head; ``run.py:215-217`` ``global_bn``;
-  ``data.py:164`` ``color_distort=is_pretrain`` (fine-tuning: crop + flip); ``imagenet_subsets/*.txt``.
+  ``data.py:164`` ``color_distort=is_pretrain`` (fine-tuning: crop + flip); ``imagenet_subsets/*.txt``;
+  ``data_util.py`` ``crop_and_resize`` (the training crop resized ``BICUBIC``) and ``center_crop`` (``CROP_PROPORTION``
+  0.875 of the shorter side, ``rint``, offsets ``(size - crop + 1) // 2``, then a ``BICUBIC`` resize).
 - MoCo (facebookresearch/moco at 7397dfe) ``main_lincls.py``: lr 30, momentum 0.9, wd 0, batch 256, 100 epochs,
   lr x 0.1 at 60 and 80; ``:397-401`` validates every epoch and keeps ``best_acc1 = max(acc1, best_acc1)``.
 - SlimCLR (mzhaoshuai/SlimCLR at cc7613d) ``main_ssl_lincls.py:253`` evaluates when ``(epoch + 1) % eval_freq == 0``
@@ -22,6 +24,7 @@ Sources:
 - DINO (facebookresearch/dino at cb71140) ``eval_knn.py:33`` ``Resize(256, interpolation=3)`` (bicubic),
   ``CenterCrop(224)``; ``:194-197`` k = 20 among ``nb_knn``, ``temperature`` 0.07.
 """
+import copy
 import hashlib
 import math
 from pathlib import Path
@@ -35,7 +38,7 @@ from benchmarks.suites import load_suite
 from pretrain.checkpoints.format import load_checkpoint
 from pretrain.config import from_dict
 from pretrain.models.spec import SubnetSpec
-from transfer.protocols.base import RunContext, get_protocol
+from transfer.protocols.base import RunContext, get_protocol, warn_bn_batch
 
 from .conftest import make_checkpoint, make_image_folder
 
@@ -99,13 +102,63 @@ def test_semi_suites_hand_torch_simclrs_fine_tuning(suite, ckpt, tmp_path):
                 (SIMCLR_B5["momentum"], SIMCLR_B5["nesterov"], SIMCLR_B5["weight_decay"])
         assert sum(g["tensors"] for g in opt["param_groups"]) == d["trainable_tensors"]
         assert d["batch"]["global"] == batch and d["epochs"] == epochs
-        assert d["schedule"]["kind"] == "cosine per step"
-        assert d["schedule"]["warmup_steps"] == SIMCLR_B5["warmup_steps"]
         assert d["schedule"]["steps"] == simclr_steps(SIMCLR_LABELLED[suite], epochs, batch)
         assert d["labelled_images"] == SIMCLR_LABELLED[suite]
-        assert d["head_init"] == "zeros" and d["batch_norm"] == "global"
-        assert d["train_transform"][:2] == ["RandomResizedCrop(224, scale=(0.08, 1.0))", "RandomHorizontalFlip()"]
-        assert not any("Color" in t or "Blur" in t for t in d["train_transform"])   # crop + flip only
+        # one process: BatchNorm (not SyncBN) normalizes the whole batch, SimCLR's global BN over 4096
+        assert d["norm_layers"] == ["BatchNorm2d"] and d["bn_batch"] == batch == d["bn_batch_published"]
+
+
+def test_semi_global_bn_is_syncbn_across_cuda_processes_and_reported_per_process_otherwise(caplog):
+    """run.py global_bn: one BN over the global batch; torch gives that only as SyncBatchNorm on CUDA."""
+    from transfer.protocols.semi import SemiParams, bn_batch, prepare_model
+
+    p = SemiParams(subset="simclr-1pct", batch_size=256)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    synced = prepare_model(copy.deepcopy(net), p, world=4, device=torch.device("cuda"), desc="t")
+    assert [type(m).__name__ for m in synced] == ["Conv2d", "SyncBatchNorm"]
+    assert bn_batch(p, 4, torch.device("cuda"))["bn_batch"] == 256
+    with caplog.at_level("WARNING"):
+        kept = prepare_model(copy.deepcopy(net), p, world=4, device=torch.device("cpu"), desc="t")
+    assert [type(m).__name__ for m in kept] == ["Conv2d", "BatchNorm2d"]
+    assert "normalizes each process's 64 images" in caplog.text
+    info = bn_batch(p, 4, torch.device("cpu"))
+    assert (info["bn_batch"], info["bn_batch_published"]) == (64, SIMCLR_B5["batch_size"])
+    assert "64 images together here" in info["bn_batch_note"] and "4096" in info["bn_batch_note"]
+    assert bn_batch(SemiParams(subset="balanced", label_fraction=0.1), 1, torch.device("cpu"))["bn_batch_note"] is None
+    ctx = RunContext("imagenet-semi-1pct", None, [], p, None, Path("."), Path("."), checkpoint_digest="ab" * 32)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        warn_bn_batch(ctx, info)
+    assert len(caplog.records) == 1 and "imagenet-semi-1pct on abababababab" in caplog.text
+
+
+def simclr_center_crop_box(height, width, out=224, proportion=0.875):
+    """data_util.py _compute_crop_shape + center_crop: (left, top, right, bottom) of the crop, before resizing."""
+    aspect = out / out
+    if aspect > width / height:
+        crop_h, crop_w = round(proportion / aspect * width), round(proportion * width)
+    else:
+        crop_h, crop_w = round(proportion * height), round(proportion * aspect * height)
+    top, left = (height - crop_h + 1) // 2, (width - crop_w + 1) // 2
+    return left, top, left + crop_w, top + crop_h
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (331, 331), (640, 427), (257, 300)])
+def test_semi_views_are_simclrs_bicubic_crops(size):
+    """Evaluation: the central 0.875 of the shorter side resized bicubic to 224; training crops resized bicubic."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    image = Image.fromarray(torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8).numpy())
+    data = load_suite("imagenet-semi-10pct").dataset
+    got = T.Compose(data.eval_view())(image)
+    want = image.crop(simclr_center_crop_box(size[1], size[0])).resize((224, 224), Image.BICUBIC)
+    assert got.size == (224, 224) and got.tobytes() == want.tobytes()
+    crop = data.train_transform((0.08, 1.0)).transforms[0]
+    torch.manual_seed(1)
+    top, left, h, w = T.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3])
+    torch.manual_seed(1)
+    assert crop(image).tobytes() == image.crop((left, top, left + w, top + h)).resize((224, 224), Image.BICUBIC).tobytes()
 
 
 def test_semi_fine_tuning_steps_as_simclr_with_zero_head_and_one_lr(ckpt, tmp_path):
@@ -113,7 +166,7 @@ def test_semi_fine_tuning_steps_as_simclr_with_zero_head_and_one_lr(ckpt, tmp_pa
     proto, ctx = context("imagenet-semi-1pct", ckpt, tmp_path / "data",
                          ["params.subset=balanced", "params.label_fraction=1.0", "params.batch_size=4",
                           "params.epochs=3", "params.workers=0", "params.eval_batch_size=8",
-                          "dataset.resolution=16", "dataset.resize=16"])
+                          "dataset.resolution=16"])
     ctx.subnets = [SubnetSpec(0.5)]
     seen = []
 
@@ -134,6 +187,7 @@ def test_semi_fine_tuning_steps_as_simclr_with_zero_head_and_one_lr(ckpt, tmp_pa
         assert all(nesterov)
     assert seen[0][2] and all(s == 0.0 for s in seen[0][2])   # zero-initialised logits layer
     assert ctx.info["global_batch"] == 4 and ctx.info["lr"] == pytest.approx(simclr_lr(4))
+    assert ctx.info["bn_batch"] == 4 and ctx.info["bn_batch_published"] is None   # a balanced draw: not SimCLR's
     assert {r.metric for r in rows} >= {"top1", "top5"}
 
 

@@ -15,6 +15,7 @@ from typing import List, Literal, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
+from torchvision.transforms import functional as F
 
 from pretrain.data.datasets import FMNIST_CLASSES, FashionMNIST, find_fmnist, image_folder
 from pretrain.errors import DataError
@@ -39,7 +40,7 @@ class ClassificationData:
     val_limit: Optional[int] = None
     resolution: int = 224            # crop size seen by the network
     resize: Optional[int] = None     # evaluation resize before the center crop; default resolution*256/224
-    interpolation: Literal["bilinear", "bicubic"] = "bilinear"   # of that resize (torchvision's default)
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"   # of every resize (torchvision's default)
 
     def validate(self) -> None:
         for key in ("train_limit", "val_limit", "resize"):
@@ -65,17 +66,23 @@ class ClassificationData:
                 )
 
     # -- transforms -----------------------------------------------------------------------------
-    def eval_transform(self) -> T.Compose:
-        """Resize, center crop, normalize: the view every evaluation and feature cache uses."""
+    @property
+    def _mode(self) -> T.InterpolationMode:
+        return T.InterpolationMode.BICUBIC if self.interpolation == "bicubic" else T.InterpolationMode.BILINEAR
+
+    def eval_view(self) -> list:
+        """The geometric ops of the evaluation view: resize the shorter side, then center crop."""
         resize = self.resize or int(round(self.resolution * 256 / 224))
-        mode = T.InterpolationMode.BICUBIC if self.interpolation == "bicubic" else T.InterpolationMode.BILINEAR
-        return T.Compose([T.Resize(resize, interpolation=mode), T.CenterCrop(self.resolution), T.ToTensor(),
-                          T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        return [T.Resize(resize, interpolation=self._mode), T.CenterCrop(self.resolution)]
+
+    def eval_transform(self) -> T.Compose:
+        """The evaluation view, normalized: what every evaluation and feature cache uses."""
+        return T.Compose([*self.eval_view(), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
     def train_transform(self, scale: Sequence[float] = (0.08, 1.0)) -> T.Compose:
         """RandomResizedCrop + horizontal flip, the MoCo/SimCLR training augmentation of probes and fine-tuning."""
-        return T.Compose([T.RandomResizedCrop(self.resolution, scale=tuple(scale)), T.RandomHorizontalFlip(),
-                          T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        return T.Compose([T.RandomResizedCrop(self.resolution, scale=tuple(scale), interpolation=self._mode),
+                          T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
     # -- datasets -------------------------------------------------------------------------------
     def split(self, data_root: Path, which: Literal["train", "val"], transform) -> Dataset:
@@ -116,16 +123,36 @@ def classes_of(ds: Dataset) -> Tuple[str, ...]:
     return tuple(classes_of(ds.dataset) if isinstance(ds, Subset) else ds.classes)
 
 
+class CenterCropFraction(torch.nn.Module):
+    """SimCLR's evaluation crop (``data_util.py`` ``center_crop``): the central square whose side is
+    ``fraction`` of the image's shorter side, ``rint``-rounded, offset ``(size - side + 1) // 2``."""
+
+    def __init__(self, fraction: float):
+        super().__init__()
+        self.fraction = float(fraction)
+
+    def forward(self, image):
+        _, height, width = F.get_dimensions(image)
+        side = int(round(self.fraction * min(height, width)))   # Python's round halves to even, as tf.math.rint
+        return F.crop(image, (height - side + 1) // 2, (width - side + 1) // 2, side, side)
+
+    def extra_repr(self) -> str:
+        return f"fraction={self.fraction}"
+
+
 def transform_names(transform: T.Compose) -> List[str]:
     """The ops of a transform as short strings (``Resize(256, bicubic)``), for ``describe``."""
     names = []
     for t in transform.transforms:
         if isinstance(t, T.RandomResizedCrop):
-            names.append(f"RandomResizedCrop({t.size[0]}, scale=({float(t.scale[0])}, {float(t.scale[1])}))")
+            mode = "" if t.interpolation == T.InterpolationMode.BILINEAR else f", {t.interpolation.value}"
+            names.append(f"RandomResizedCrop({t.size[0]}, scale=({float(t.scale[0])}, {float(t.scale[1])}){mode})")
         elif isinstance(t, T.Resize):
             names.append(f"Resize({t.size}, {t.interpolation.value})")
         elif isinstance(t, T.CenterCrop):
             names.append(f"CenterCrop({t.size[0]})")
+        elif isinstance(t, CenterCropFraction):
+            names.append(f"CenterCropFraction({t.fraction})")
         elif isinstance(t, T.Normalize):
             names.append(f"Normalize(mean={list(t.mean)}, std={list(t.std)})")
         else:

@@ -19,6 +19,7 @@ import abc
 import copy
 import dataclasses
 import importlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterator, List, Optional, Type
@@ -29,6 +30,8 @@ from pretrain.checkpoints.format import Checkpoint
 from pretrain.config import to_dict
 from pretrain.errors import ConfigError
 from pretrain.models.spec import SubnetSpec
+
+log = logging.getLogger(__name__)
 
 # protocol name -> module that registers it
 PROTOCOL_MODULES: Dict[str, str] = {
@@ -52,6 +55,26 @@ class Result:
     subnet: str
     metric: str
     value: float
+
+
+def bn_batch_info(here: int, published: Optional[int], what: str) -> Dict[str, Any]:
+    """How many images each BatchNorm normalizes together in this run, beside the published run's.
+
+    Accumulating gradients reaches a published global batch on fewer processes, but BatchNorm's
+    statistics still see only the images of one forward pass (times the processes SyncBN spans).
+    Returns the run-info keys ``bn_batch``, ``bn_batch_published`` and ``bn_batch_note`` (None when equal).
+    """
+    note = None
+    if published is not None and here != published:
+        note = f"BatchNorm normalizes {here} images together here; {what} normalized {published}"
+    return {"bn_batch": here, "bn_batch_published": published, "bn_batch_note": note}
+
+
+def warn_bn_batch(ctx: "RunContext", info: Dict[str, Any]) -> None:
+    """Log ``info``'s BN-batch note once for this run, naming the suite and the checkpoint."""
+    if info.get("bn_batch_note"):
+        log.warning("%s on %s: %s (results are not the published protocol's; the leaderboard marks the column)",
+                    ctx.suite_name, ctx.checkpoint_digest[:12] or "this checkpoint", info["bn_batch_note"])
 
 
 @dataclass

@@ -28,16 +28,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler, Subset
+from torchvision import transforms as T
 from tqdm import tqdm
 
 from pretrain.errors import ConfigError, DataError
 from transfer.classify import distributed as dist
-from transfer.classify.data import ClassificationData, classes_of, targets_of, transform_names
+from transfer.classify.data import CenterCropFraction, ClassificationData, classes_of, targets_of, transform_names
 from transfer.classify.metrics import topk_correct
 from transfer.classify.probe import accuracy_rows
 from transfer.classify.subnets import architecture, extract_subnet
 
-from .base import Protocol, Result, RunContext, describe_optimizer, register_protocol
+from .base import (Protocol, Result, RunContext, bn_batch_info, describe_optimizer, register_protocol,
+                   warn_bn_batch)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,31 @@ log = logging.getLogger(__name__)
 SUBSETS_DIR = Path(__file__).resolve().parent / "imagenet_subsets"
 SIMCLR_SUBSETS = {"simclr-1pct": SUBSETS_DIR / "1percent.txt", "simclr-10pct": SUBSETS_DIR / "10percent.txt"}
 MISSING_SHOWN = 5                    # missing image names quoted in the error
+SIMCLR_BN_BATCH = 4096               # SimCLR's fine-tuning batch, all of it in one global BN (run.py global_bn)
+
+
+@dataclass
+class SemiData(ClassificationData):
+    """The dataset block with SimCLR's views (google-research/simclr ``data_util.py``): training crops
+    resized bicubic (``crop_and_resize``); evaluation crops the central ``crop_fraction`` of the
+    shorter side, then resizes it bicubic to ``resolution`` (``center_crop``, ``CROP_PROPORTION``)."""
+
+    interpolation: Literal["bilinear", "bicubic"] = "bicubic"
+    crop_fraction: Optional[float] = 0.875   # null: resize the shorter side to `resize`, then center crop
+
+    def validate(self) -> None:
+        super().validate()
+        if self.crop_fraction is not None and not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1] or null, got {self.crop_fraction}")
+        if self.crop_fraction is not None and self.resize is not None:
+            raise ValueError(f"resize is not read when crop_fraction is set (SimCLR's view crops "
+                             f"{self.crop_fraction} of the shorter side, then resizes to resolution); set one")
+
+    def eval_view(self) -> list:
+        if self.crop_fraction is None:
+            return super().eval_view()
+        return [CenterCropFraction(self.crop_fraction),
+                T.Resize((self.resolution, self.resolution), interpolation=self._mode)]
 
 
 @dataclass
@@ -184,6 +211,24 @@ def bn_mode(p: SemiParams, world: int, device: torch.device) -> str:
     return "global (SyncBatchNorm)" if p.global_bn and device.type == "cuda" else "per process"
 
 
+def bn_batch(p: SemiParams, world: int, device: torch.device) -> Dict[str, Any]:
+    """Images per BatchNorm batch here against SimCLR's (global BN over its batch of 4096, for its subsets)."""
+    here = p.batch_size if bn_mode(p, world, device).startswith("global") else p.batch_size // world
+    published = SIMCLR_BN_BATCH if p.subset in SIMCLR_SUBSETS else None
+    return bn_batch_info(here, published, f"SimCLR's global BN over its batch of {SIMCLR_BN_BATCH}")
+
+
+def prepare_model(net: nn.Module, p: SemiParams, world: int, device: torch.device, desc: str) -> nn.Module:
+    """``net`` as fine-tuning trains it: SyncBatchNorm where ``global_bn`` spans several CUDA processes."""
+    if p.global_bn and world > 1:
+        if device.type == "cuda":
+            return nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        # torch's SyncBatchNorm runs on GPUs only
+        log.warning("%s: global_bn needs CUDA; BatchNorm normalizes each process's %d images", desc,
+                    p.batch_size // world)
+    return net
+
+
 def new_head(features: int, num_classes: int, init: str) -> nn.Linear:
     """The logits layer: zeros (SimCLR's ``zero_init_logits_layer``) or N(0, 0.01) weights and zero bias."""
     head = nn.Linear(features, num_classes)
@@ -207,11 +252,7 @@ def fine_tune(net: nn.Module, train, p: SemiParams, device: torch.device, seed: 
     """Train every parameter of ``net`` (BN in train mode) with cross-entropy; returns the trained network."""
     world = dist.world_size()
     local = process_batch(p, world)
-    if p.global_bn and world > 1:
-        if device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        else:  # torch's SyncBatchNorm runs on GPUs only
-            log.warning("%s: global_bn needs CUDA; BatchNorm normalizes each process's %d images", desc, local)
+    net = prepare_model(net, p, world, device, desc)
     net.to(device).train()
     net.requires_grad_(True)
     model = dist.wrap_ddp(net, device)
@@ -249,7 +290,7 @@ def evaluate(net: nn.Module, val, batch_size: int, workers: int, device: torch.d
 class SemiProtocol(Protocol):
     name = "semi"
     Params = SemiParams
-    Dataset = ClassificationData
+    Dataset = SemiData
     description = "fine-tune each sub-network on a labelled subset (SimCLR 1%/10% list, a file, balanced); top-1/top-5"
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
@@ -262,7 +303,8 @@ class SemiProtocol(Protocol):
                   else f"{p.subset} ({subset_file})")
         ctx.info.update(subset_digest=digest, subset_size=len(indices), subset_source=source,
                         global_batch=local * dist.world_size(), lr=p.lr, steps=total_steps(len(indices), p),
-                        batch_norm=bn_mode(p, dist.world_size(), device))
+                        batch_norm=bn_mode(p, dist.world_size(), device), **bn_batch(p, dist.world_size(), device))
+        warn_bn_batch(ctx, ctx.info)
         log.info("semi: %d labelled images (subset digest %s)", len(indices), digest[:12])
         train = Subset(train_full, indices)
         val = d.split(ctx.data_root, "val", d.eval_transform())
@@ -308,8 +350,9 @@ class SemiProtocol(Protocol):
                 "batch": {"global": local * world, "per_process": local, "processes": world},
                 "epochs": p.epochs, "labelled_images": labelled, "subset": p.subset,
                 "num_classes": num_classes, "head_init": p.head_init,
-                "batch_norm": "global" if p.global_bn else "per process",
-                "batch_norm_here": bn_mode(p, world, ctx.device),
+                "batch_norm": bn_mode(p, world, ctx.device), **bn_batch(p, world, ctx.device),
+                "norm_layers": sorted({type(m).__name__ for m in prepare_model(net, p, world, ctx.device, str(spec))
+                                       .modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}),
                 "train_transform": transform_names(d.train_transform(p.rrc_scale)),
                 "eval_transform": transform_names(d.eval_transform()),
             }

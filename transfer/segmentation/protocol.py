@@ -26,7 +26,7 @@ from pretrain.checkpoints.format import atomic_write_bytes
 from pretrain.data.datasets import FMNIST_CLASSES, find_fmnist
 from pretrain.errors import DataError
 from pretrain.checkpoints.extract import extract
-from transfer.protocols.base import Protocol, Result, RunContext, register_protocol
+from transfer.protocols.base import Protocol, Result, RunContext, bn_batch_info, register_protocol, warn_bn_batch
 from transfer.scenes import SceneSettings, ensure_scenes
 
 from .schedule import BatchSplit, Schedule, split_batch
@@ -260,6 +260,13 @@ def run_plan(ctx: RunContext) -> RunPlan:
     return RunPlan(base_config(p.base_config or p.model), launcher, batch, train_ds, val_ds, len(d.classes_tuple()))
 
 
+def bn_batch(batch) -> Dict[str, Any]:
+    """Images per BatchNorm batch: one forward pass of each process, SyncBN joining the processes; MMSeg's
+    recipes (``4xbN``, SyncBN over 4 GPUs, no accumulation) normalize their whole global batch."""
+    return bn_batch_info(batch.per_step * batch.processes, batch.global_batch,
+                         f"the recipe's SyncBN over its global batch of {batch.global_batch}")
+
+
 def subnet_config(ctx: RunContext, spec, plan: RunPlan):
     """The complete MMEngine config one sub-network trains with, reading ``backbone.pth`` in its work folder."""
     from .config import model_config, runner_config
@@ -305,7 +312,8 @@ class MMSegProtocol(Protocol):
                  ctx.suite_name, b.global_batch, b.processes, plan.launcher, b.per_step, b.accumulative_counts)
         ctx.info.update({"processes": b.processes, "global_batch_size": b.global_batch,
                          "batch_per_process": b.per_process, "batch_per_step": b.per_step,
-                         "accumulative_counts": b.accumulative_counts})
+                         "accumulative_counts": b.accumulative_counts, **bn_batch(b)})
+        warn_bn_batch(ctx, ctx.info)
         for i, spec in enumerate(ctx.subnets):
             folder = ctx.work_dir(spec)
             log.info("mmseg %s: sub-network %s (%d of %d) seed %d in %s", ctx.suite_name, spec, i + 1,
@@ -338,7 +346,7 @@ class MMSegProtocol(Protocol):
 
         plan = run_plan(ctx)
         return {str(spec): {"mmengine_config": plain_data(subnet_config(ctx, spec, plan).to_dict()),
-                            "batch": plan.batch.as_dict()}
+                            "batch": {**plan.batch.as_dict(), **bn_batch(plan.batch)}}
                 for spec in ctx.subnets}
 
 

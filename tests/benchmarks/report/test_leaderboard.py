@@ -116,6 +116,18 @@ def test_overrides_and_devices_are_distinct_columns():
                              ("w1.0", "latency@cuda:NVIDIA T4/latency_ms"): 0.4}
 
 
+def test_runs_whose_batchnorm_saw_fewer_images_than_published_get_their_own_marked_column():
+    four_gpus = {"bn_batch": 16, "bn_batch_published": 16, "bn_batch_note": None}
+    one = {"bn_batch": 4, "bn_batch_published": 16, "bn_batch_note": "BatchNorm normalizes 4 images together here"}
+    rows = [row("multi", "voc-seg", "w1.0", "mIoU", 70.0, protocol="mmseg", info=four_gpus),
+            row("single", "voc-seg", "w0.5", "mIoU", 60.0, protocol="mmseg", info=one),
+            row("semi", "semi", "w1.0", "top1", 50.0, info={"bn_batch": 256, "bn_batch_published": None})]
+    board = build(rows)
+    assert sorted(board.metric_columns) == ["semi/top1", "voc-seg(BN 4 of 16)/mIoU", "voc-seg/mIoU"]
+    assert values(board) == {("w1.0", "voc-seg/mIoU"): 70.0, ("w0.5", "voc-seg(BN 4 of 16)/mIoU"): 60.0,
+                             ("w1.0", "semi/top1"): 50.0}
+
+
 def test_a_later_run_of_something_else_hides_nothing():
     rows = [row("all", "knn", "w1.0", "top1", 70.0), row("all", "knn", "w0.5", "top1", 60.0),
             # a later run of the same config on w0.5 only: it replaces w0.5's cell and leaves w1.0's
