@@ -107,6 +107,32 @@ def test_one_iteration_and_evaluation_of_a_width_quarter_faster_rcnn(tmp_path):
     assert {d["image_id"] for d in detections} <= {1, 2, 3, 4}
 
 
+@pytest.mark.slow
+def test_a_detector_that_predicts_nothing_reports_every_task_as_zero_and_says_so(tmp_path, caplog):
+    """Mask R-CNN whose score threshold no detection passes: Detectron2 logs "No predictions from the model!"
+    and reports NaN; every task the config trains (box and mask) is stored as 0, and the run names them."""
+    data_root = tmp_path / "data"
+    ensure_scenes(data_root / "scenes", SceneSettings(num_train=2, num_val=2))
+    proto = get_protocol("detectron2")
+    dataset = from_dict(proto.Dataset, {"kind": "coco", "root": str(data_root / "scenes"),
+                                        "train_images": "img_dir/train", "train_annotations": "annotations/instances_train.json",
+                                        "val_images": "img_dir/val", "val_annotations": "annotations/instances_val.json",
+                                        "mask_format": "bitmask"}, "t")
+    params = from_dict(proto.Params, {
+        "base_config": "mask_rcnn_demo_FPN", "iterations": 1, "batch_size": 2, "steps": [], "warmup_iters": 1,
+        "precise_bn": False, "num_workers": 0, "overrides": {"MODEL.ROI_HEADS.SCORE_THRESH_TEST": 1.01}}, "t")
+    torch.manual_seed(0)
+    ckpt = Checkpoint.from_model(SlimResNet(18, widths=[1.0, 0.25], stem="small"))
+    ctx = RunContext("det-empty", ckpt, [SubnetSpec(0.25)], params, dataset, data_root, tmp_path / "run",
+                     device=torch.device("cpu"), checkpoint_digest="cd" * 32)
+    with caplog.at_level("WARNING"):
+        values = {r.metric: r.value for r in proto().run(ctx)}
+    assert values["box_AP"] == values["mask_AP"] == 0.0 and values["box_AP50"] == values["mask_AP50"] == 0.0
+    assert ctx.info["no_predictions"] == {"w0.25": ["bbox", "segm"]}
+    warnings = [r.getMessage() for r in caplog.records if "predicted nothing" in r.getMessage()]
+    assert len(warnings) == 1 and "det-empty on cdcdcdcdcdcd" in warnings[0] and "w0.25 (bbox, segm)" in warnings[0]
+
+
 def test_launch_settings_come_from_the_command_line_then_the_suite_then_the_device():
     from transfer.detection.protocol import Detectron2Params, LaunchPlan
 

@@ -3,10 +3,17 @@ protocol's result rows both read it)."""
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, List
 
 TASK_PREFIX = {"bbox": "box", "segm": "mask"}
 REPORTED = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+NO_PREDICTIONS = "no_predictions"   # the key of results.json listing the tasks nothing was predicted for
+
+
+def tasks_without_predictions(results: Dict[str, Dict[str, float]]) -> List[str]:
+    """The tasks Detectron2 evaluated with no prediction at all (it reports their AP as NaN)."""
+    return sorted(task for task, metrics in results.items()
+                  if task in TASK_PREFIX and math.isnan(metrics.get("AP", 0.0)))
 
 
 def flatten_metrics(results: Dict[str, Dict[str, float]]) -> Dict[str, float]:

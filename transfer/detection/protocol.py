@@ -29,6 +29,7 @@ from pretrain.checkpoints.extract import extract
 from transfer.protocols.base import Protocol, Result, RunContext, register_protocol
 
 from .data import VOC_NUM_CLASSES, DetectionData
+from .metrics import NO_PREDICTIONS
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +225,16 @@ class Detectron2Protocol(Protocol):
                        args=(cfg, d, ctx.data_root, weights, ctx.seed, prefix, evaluator, metrics_path))
             if launch_plan.machine_rank != 0:
                 continue   # only the first machine evaluates and reports
-            for metric, value in json.loads(metrics_path.read_text()).items():
+            metrics = json.loads(metrics_path.read_text())
+            empty = metrics.pop(NO_PREDICTIONS, [])
+            if empty:   # stored as 0 AP, so every task keeps its column; the run says which were empty
+                ctx.info.setdefault(NO_PREDICTIONS, {})[name] = empty
+            for metric, value in metrics.items():
                 yield Result(name, metric, value)
+        if ctx.info.get(NO_PREDICTIONS):
+            log.warning("%s on %s: the detector predicted nothing for %s; their AP is stored as 0",
+                        ctx.suite_name, ctx.checkpoint_digest[:12] or "this checkpoint",
+                        "; ".join(f"{n} ({', '.join(t)})" for n, t in ctx.info[NO_PREDICTIONS].items()))
 
     def describe(self, ctx: RunContext) -> Dict[str, Any]:
         """Per sub-network, the resolved Detectron2 config a run would train, without data or training.

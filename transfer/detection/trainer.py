@@ -29,8 +29,12 @@ class Detectron2Trainer(DefaultTrainer):
         kind = MetadataCatalog.get(dataset_name).evaluator_type
         if kind == "pascal_voc":
             return PascalVOCDetectionEvaluator(dataset_name)
-        # the fast C++ COCO evaluation needs detectron2._C; pycocotools gives the same numbers
-        return COCOEvaluator(dataset_name, output_dir=str(Path(cfg.OUTPUT_DIR) / "inference"), use_fast_impl=False)
+        # Every task the config trains, named: left to Detectron2, the tasks come from the predictions, so
+        # a detector that predicts nothing would report no mask AP at all. The fast C++ COCO evaluation
+        # needs detectron2._C; pycocotools gives the same numbers.
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        return COCOEvaluator(dataset_name, tasks=tasks, output_dir=str(Path(cfg.OUTPUT_DIR) / "inference"),
+                             use_fast_impl=False)
 
 
 def _detectron2_logging(out_dir: Path) -> logging.Handler:
@@ -61,8 +65,9 @@ def start(trainer: DefaultTrainer, weights: Path) -> None:
 
 def run_training(cfg, dataset, data_root: Path, weights: Path, seed: int, prefix: str,
                  evaluator: Optional[str] = None) -> Optional[Dict[str, float]]:
-    """Train ``cfg`` from the exported backbone ``weights`` and evaluate; the metrics on rank 0, else None."""
-    from transfer.detection.metrics import flatten_metrics
+    """Train ``cfg`` from the exported backbone ``weights`` and evaluate; on rank 0 the metrics (with
+    ``NO_PREDICTIONS``: the tasks nothing was predicted for, when there are any), else None."""
+    from transfer.detection.metrics import NO_PREDICTIONS, flatten_metrics, tasks_without_predictions
 
     out_dir = Path(cfg.OUTPUT_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,5 +86,6 @@ def run_training(cfg, dataset, data_root: Path, weights: Path, seed: int, prefix
         handler.close()
     if not comm.is_main_process():
         return None
-    return flatten_metrics(results)
+    empty = tasks_without_predictions(results)
+    return {**flatten_metrics(results), **({NO_PREDICTIONS: empty} if empty else {})}
 
