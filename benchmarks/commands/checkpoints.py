@@ -29,6 +29,9 @@ def register(sub, list_sub) -> None:
                    help="torchvision/timm: the width of a plain narrow network (default: read from its channels)")
     p.add_argument("--blocks", help="torchvision/timm: blocks per stage of a shallower network, e.g. 2.2.2.2 "
                                     "(default: read from its keys)")
+    p.add_argument("--encoder", choices=("online", "momentum", "ema"), default="online",
+                   help="which copy of the encoder to import: the online one (default), the momentum / target / "
+                        "teacher copy (MoCo's encoder_k, BYOL's target, ...) or timm's model EMA (state_dict_ema)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("export", help="extract one sub-network for torchvision, Detectron2 or MMSeg")
@@ -69,10 +72,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     from pretrain.checkpoints.importers import ImportOptions, import_file
 
     blocks = tuple(int(b) for b in args.blocks.split(".")) if args.blocks else None
-    ckpt, importer, claim = import_file(args.src, args.source_format, ImportOptions(args.width, blocks))
+    ckpt, importer, claim = import_file(args.src, args.source_format, ImportOptions(args.width, blocks, args.encoder))
     if claim is not None:
         print(f"layout: {importer.name} ({claim.reason})")
     print(f"read as {importer.name}: layout defined by {importer.defined_by}")
+    if "encoder" in ckpt.config:
+        print(f"encoder: {ckpt.config['encoder']}" + (f" ({ckpt.config['prefix']}*)" if ckpt.config.get("prefix") else ""))
     print(describe_dropped(ckpt.extra, ckpt.config.get("prefix", "")))
     save_checkpoint(ckpt, args.out)
     probe = f", with its stored probe for {', '.join(ckpt.probe['subnets'])}" if ckpt.probe else ""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import secrets
 import zipfile
 from dataclasses import dataclass, field
@@ -219,7 +220,30 @@ def read_torch_file(path: "str | os.PathLike", what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for damaged archives
-        raise CheckpointError(f"{what} {path}: cannot be read ({type(e).__name__}: {e})".splitlines()[0]) from None
+        raise unreadable(path, what, e) from None
+
+
+_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module (\S+) is blocked)")
+
+
+def unreadable(path: Path, what: str, e: Exception) -> CheckpointError:
+    """Why ``torch.load(weights_only=True)`` refused ``path``: the global its pickle names, or torch's reason;
+    never torch's opening advice to load with ``weights_only=False``, which would run the code the file names."""
+    text = str(e)
+    named = _GLOBAL.search(text)
+    if named and named.group(2):
+        return CheckpointError(f"{what} {path}: its pickle calls {named.group(1)} (module {named.group(2)}, which torch "
+                               f"blocks outright); a weights file has no use for it and SlimBench never runs what a "
+                               f"file names, so this file cannot be read")
+    if named:
+        return CheckpointError(f"{what} {path}: cannot be read: its pickle names {named.group(1)}, beyond the tensors "
+                               f"and plain data SlimBench reads, and SlimBench never runs code a file names "
+                               f"(a foreign checkpoint is read by `bench import`)")
+    reason = text.split("WeightsUnpickler error:", 1)[-1].strip()   # torch's advice comes before this marker
+    first = (reason.splitlines() or [""])[0].strip()
+    if "weights_only" in first:
+        first = "torch's weights-only loader refused it"
+    return CheckpointError(f"{what} {path}: cannot be read ({type(e).__name__}: {first[:300]})")
 
 
 def load_checkpoint(path: "str | os.PathLike") -> Checkpoint:

@@ -9,6 +9,7 @@ of a real run), never with the suite YAML. Sources:
 * MMSelfSup: open-mmlab/mmselfsup at db861f3, ``configs/benchmarks/detectron2/``.
 * Detectron2 defaults: detectron2 v0.6 ``detectron2/config/defaults.py`` (keys the configs above leave unset).
 """
+import math
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,77 @@ COCO_FPN_1X = {
     "SOLVER.WEIGHT_DECAY": (0.0001, D2 + "525"),
 }
 
-PUBLISHED = {"voc-det": VOC_C4_24K, "coco-det-c4-2x": COCO_C4_2X, "coco-det": COCO_FPN_1X}
+# SlimCLR's own COCO protocol: mzhaoshuai/SlimCLR@cc7613d benchmark/configs/mask_rcnn_r50_fpn_1x_8gpu_bs64.py (MMDetection
+# 1.x), in Detectron2's terms. Epochs become iterations at ceil(117266 / 64) per epoch (COCO train2017 images with
+# annotations, 8 GPUs x imgs_per_gpu 8); MMDet's target_stds are the reciprocals of Detectron2's BBOX_REG_WEIGHTS.
+SLIMCLR_MMDET = "mzhaoshuai/SlimCLR benchmark/configs/mask_rcnn_r50_fpn_1x_8gpu_bs64.py:"
+COCO_EPOCH = math.ceil(117266 / 64)
+SLIMCLR_COCO = {
+    "MODEL.MASK_ON": (True, SLIMCLR_MMDET + "3 type='MaskRCNN'"),
+    "MODEL.BACKBONE.NAME": ("build_slimmable_resnet_fpn_backbone", "benchmark/mmdet/apis/train.py:70-80 (all widths)"),
+    "MODEL.SLIMBENCH.WIDTHS": ([1.0, 0.5], "benchmark/mmdet/flags.py:4 train_width_mult_list (the checkpoint's)"),
+    "MODEL.BACKBONE.FREEZE_AT": (0, SLIMCLR_MMDET + "10 frozen_stages=-1"),
+    "MODEL.RESNETS.STRIDE_IN_1X1": (False, SLIMCLR_MMDET + "11 style='pytorch'"),
+    "MODEL.RESNETS.NORM": ("BN", SLIMCLR_MMDET + "12 bn_eval=False, per-GPU BN"),
+    "MODEL.FPN.OUT_CHANNELS": (256, SLIMCLR_MMDET + "16"),
+    "MODEL.FPN.NORM": ("", SLIMCLR_MMDET + "14-17 (no norm_cfg)"),
+    "MODEL.ANCHOR_GENERATOR.SIZES": ([[32], [64], [128], [256], [512]], SLIMCLR_MMDET + "22, 24 scales [8] x strides"),
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": ([[0.5, 1.0, 2.0]], SLIMCLR_MMDET + "23"),
+    "MODEL.RPN.IOU_THRESHOLDS": ([0.3, 0.7], SLIMCLR_MMDET + "58-59"),
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": (256, SLIMCLR_MMDET + "63"),
+    "MODEL.RPN.POSITIVE_FRACTION": (0.5, SLIMCLR_MMDET + "64"),
+    "MODEL.RPN.BOUNDARY_THRESH": (0, SLIMCLR_MMDET + "69 allowed_border=0"),
+    "MODEL.RPN.SMOOTH_L1_BETA": (0.1111, SLIMCLR_MMDET + "71 smoothl1_beta=1 / 9.0"),
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": (2000, SLIMCLR_MMDET + "92 (two_stage.py:98 proposals from test_cfg.rpn)"),
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": (2000, SLIMCLR_MMDET + "94 max_num"),
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": (2000, SLIMCLR_MMDET + "92 nms_pre"),
+    "MODEL.RPN.POST_NMS_TOPK_TEST": (2000, SLIMCLR_MMDET + "94 max_num"),
+    "MODEL.RPN.NMS_THRESH": (0.7, SLIMCLR_MMDET + "95"),
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": (512, SLIMCLR_MMDET + "80"),
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION": (0.25, SLIMCLR_MMDET + "81"),
+    "MODEL.ROI_HEADS.IOU_THRESHOLDS": ([0.5], SLIMCLR_MMDET + "75-76"),
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": (0.05, SLIMCLR_MMDET + "98"),
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST": (0.5, SLIMCLR_MMDET + "98"),
+    "TEST.DETECTIONS_PER_IMAGE": (100, SLIMCLR_MMDET + "98 max_per_img"),
+    "MODEL.ROI_BOX_HEAD.NAME": ("FastRCNNConvFCHead", SLIMCLR_MMDET + "34 SharedFCBBoxHead"),
+    "MODEL.ROI_BOX_HEAD.NUM_CONV": (0, SLIMCLR_MMDET + "34 SharedFCBBoxHead (fcs only)"),
+    "MODEL.ROI_BOX_HEAD.NUM_FC": (2, SLIMCLR_MMDET + "35"),
+    "MODEL.ROI_BOX_HEAD.FC_DIM": (1024, SLIMCLR_MMDET + "37"),
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": (7, SLIMCLR_MMDET + "30 out_size"),
+    "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": (2, SLIMCLR_MMDET + "30 sample_num"),
+    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": ("ROIAlign", SLIMCLR_MMDET + "30 RoIAlign (1.x, not aligned)"),
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS": ([10.0, 10.0, 5.0, 5.0], SLIMCLR_MMDET + "41 target_stds"),
+    "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA": (1.0, "mmdet 1.x bbox_head smooth_l1 default beta"),
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": (4, SLIMCLR_MMDET + "50"),
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": (256, SLIMCLR_MMDET + "52"),
+    "MODEL.ROI_MASK_HEAD.NORM": ("", SLIMCLR_MMDET + "48-53 (no norm)"),
+    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": (14, SLIMCLR_MMDET + "45"),
+    "MODEL.PIXEL_MEAN": ([123.675, 116.28, 103.53], SLIMCLR_MMDET + "104"),
+    "MODEL.PIXEL_STD": ([58.395, 57.12, 57.375], SLIMCLR_MMDET + "104"),
+    "INPUT.FORMAT": ("RGB", SLIMCLR_MMDET + "104 to_rgb=True"),
+    "INPUT.MIN_SIZE_TRAIN": ([800], SLIMCLR_MMDET + "112 img_scale=(1333, 800)"),
+    "INPUT.MAX_SIZE_TRAIN": (1333, SLIMCLR_MMDET + "112"),
+    "INPUT.MIN_SIZE_TEST": (800, SLIMCLR_MMDET + "134"),
+    "INPUT.MAX_SIZE_TEST": (1333, SLIMCLR_MMDET + "134"),
+    "TEST.PRECISE_BN.ENABLED": (False, SLIMCLR_MMDET + " (no precise BN)"),
+    "SOLVER.IMS_PER_BATCH": (64, SLIMCLR_MMDET + "106 imgs_per_gpu=8, 8 GPUs (the file's name)"),
+    "SOLVER.BASE_LR": (0.08, SLIMCLR_MMDET + "143"),
+    "SOLVER.MOMENTUM": (0.9, SLIMCLR_MMDET + "143"),
+    "SOLVER.WEIGHT_DECAY": (0.0001, SLIMCLR_MMDET + "143"),
+    "SOLVER.WEIGHT_DECAY_NORM": (0.0001, SLIMCLR_MMDET + "143 (every parameter)"),
+    "SOLVER.CLIP_GRADIENTS.ENABLED": (True, SLIMCLR_MMDET + "144"),
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": ("full_model", "benchmark/mmdet/apis/train.py:47 clip_grad_norm_ over all"),
+    "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": (35.0, SLIMCLR_MMDET + "144 max_norm"),
+    "SOLVER.CLIP_GRADIENTS.NORM_TYPE": (2.0, SLIMCLR_MMDET + "144 norm_type"),
+    "SOLVER.WARMUP_METHOD": ("linear", SLIMCLR_MMDET + "148"),
+    "SOLVER.WARMUP_ITERS": (500, SLIMCLR_MMDET + "149"),
+    "SOLVER.WARMUP_FACTOR": (0.001, SLIMCLR_MMDET + "150"),
+    "SOLVER.STEPS": ([8 * COCO_EPOCH, 11 * COCO_EPOCH], SLIMCLR_MMDET + "151 step=[8, 11] epochs"),
+    "SOLVER.MAX_ITER": (12 * COCO_EPOCH, SLIMCLR_MMDET + "162 total_epochs=12"),
+    "SOLVER.GAMMA": (0.1, "mmcv step policy gamma default 0.1"),
+}
+PUBLISHED = {"voc-det": VOC_C4_24K, "coco-det-c4-2x": COCO_C4_2X, "coco-det": COCO_FPN_1X,
+             "coco-det-slimclr": SLIMCLR_COCO}
 
 
 @pytest.fixture(scope="module")

@@ -143,3 +143,58 @@ def test_launch_settings_come_from_the_command_line_then_the_suite_then_the_devi
     assert plan.dist_url == "tcp://b:2"
     with pytest.raises(ConfigError, match="one process per GPU"):
         LaunchPlan.resolve(Detectron2Params(num_gpus=64), {}, cpu)
+
+
+@pytest.mark.slow
+def test_the_slimmable_detector_trains_every_width_at_once_and_is_tested_per_width(tmp_path):
+    """coco-det-slimclr's training (SlimCLR's benchmark/): one Mask R-CNN whose backbone is the whole slimmable
+    network, each iteration at every width, then COCO evaluation at each width; a rerun reuses the results."""
+    data_root = tmp_path / "data"
+    ensure_scenes(data_root / "scenes", SceneSettings(num_train=2, num_val=2))
+    proto = get_protocol("detectron2")
+    dataset = from_dict(proto.Dataset, {"kind": "coco", "root": str(data_root / "scenes"),
+                                        "train_images": "img_dir/train", "train_annotations": "annotations/instances_train.json",
+                                        "val_images": "img_dir/val", "val_annotations": "annotations/instances_val.json",
+                                        "mask_format": "bitmask"}, "t")
+    params = from_dict(proto.Params, {
+        "base_config": "mask_rcnn_R_50_FPN_1x_slimclr", "iterations": 2, "batch_size": 2, "lr": 0.01, "steps": [],
+        "warmup_iters": 1, "min_size_train": [64], "max_size_train": 96, "min_size_test": 64, "max_size_test": 96,
+        "num_workers": 0, "checkpoint_period": 100,
+        "overrides": {"MODEL.FPN.OUT_CHANNELS": 32, "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 200, "MODEL.RPN.POST_NMS_TOPK_TRAIN": 50,
+                      "MODEL.RPN.PRE_NMS_TOPK_TEST": 200, "MODEL.RPN.POST_NMS_TOPK_TEST": 50,
+                      "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32, "MODEL.ROI_BOX_HEAD.FC_DIM": 64,
+                      "MODEL.ROI_MASK_HEAD.NUM_CONV": 1, "MODEL.ROI_MASK_HEAD.CONV_DIM": 32,
+                      "MODEL.ANCHOR_GENERATOR.SIZES": [[8], [16], [32], [64], [128]]}}, "t")
+    torch.manual_seed(0)
+    ckpt = Checkpoint.from_model(SlimResNet(18, widths=[1.0, 0.5], stem="small"))
+    ctx = RunContext("det-slim", ckpt, [SubnetSpec(1.0), SubnetSpec(0.5)], params, dataset, data_root,
+                     tmp_path / "run", device=torch.device("cpu"))
+    rows = list(proto().run(ctx))
+    values = {(r.subnet, r.metric): r.value for r in rows}
+    for subnet in ("w1.0", "w0.5"):
+        assert all(0.0 <= values[(subnet, m)] <= 100.0 for m in ("box_AP", "mask_AP"))
+    folder = tmp_path / "run" / "slimmable" / "seed0"
+    assert set(json.loads((folder / "results.json").read_text())) == {"w1.0", "w0.5"}
+    # both widths trained: each width's own BatchNorm of the stem moved away from the checkpoint's
+    before = torch.load(folder / "encoder.pth", weights_only=True)
+    after = torch.load(folder / "model_final.pth", weights_only=False)["model"]
+    for index in (0, 1):
+        key = f"bn1.bn.{index}.running_mean"
+        assert not torch.equal(before[key], after[f"backbone.bottom_up.encoder.{key}"]), key
+    assert list(proto().run(ctx)) == rows   # the evaluated work folder is reused, not trained again
+    ctx.subnets = [SubnetSpec(1.0, (1, 1, 1, 1))]
+    with pytest.raises(ConfigError, match=r"trains and tests widths only; sub-networks w1.0-d1.1.1.1"):
+        list(proto().run(ctx))
+
+
+def test_full_model_clipping_clips_the_global_norm_before_the_step():
+    """MMDetection's grad_clip (clip_grad_norm_ over every parameter at once), not Detectron2's per-parameter norm."""
+    from transfer.detection.trainer import clip_full_model
+
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
+    opt = clip_full_model(torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=1.0), max_norm=5.0, norm_type=2.0)
+    a.grad, b.grad = torch.full((3,), 30.0), torch.full((4,), 40.0)   # global norm sqrt(3*900 + 4*1600) = 95.4
+    opt.step()
+    scale = 5.0 / math.sqrt(3 * 30.0 ** 2 + 4 * 40.0 ** 2)
+    assert torch.allclose(a, torch.full((3,), -30.0 * scale), rtol=1e-5)
+    assert torch.allclose(b, torch.full((4,), -40.0 * scale), rtol=1e-5)   # one factor for both: a global norm

@@ -43,6 +43,7 @@ def add_slimbench_config(cfg: CfgNode) -> CfgNode:
     cfg.MODEL.SLIMBENCH.WIDTH = 1.0
     cfg.MODEL.SLIMBENCH.BLOCKS = []          # blocks kept per stage; empty keeps every block
     cfg.MODEL.SLIMBENCH.STEM = "imagenet"    # "imagenet" (7x7/2 + max-pool) or "small" (3x3/1)
+    cfg.MODEL.SLIMBENCH.WIDTHS = []          # the slimmable detector's widths (transfer.detection.slimmable)
     return cfg
 
 

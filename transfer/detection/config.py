@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from transfer.detection import backbone as d2_backbone  # registers backbones and heads
+from transfer.detection import slimmable  # registers the slimmable backbone
 from transfer.detection.compat import import_detectron2
 
 import_detectron2()
@@ -132,7 +133,14 @@ def build_config(base: str, spec: SubnetSpec, arch: Mapping[str, Any], *, weight
     cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = list(PIXEL_MEAN), list(PIXEL_STD)
     cfg.INPUT.FORMAT = "RGB"
 
-    if not uses_detectron2_resnet(plan, depth):
+    slim = cfg.MODEL.BACKBONE.NAME == slimmable.SLIMMABLE_FPN_BACKBONE
+    if slim:   # one detector holding every width of the checkpoint (SlimCLR's protocol)
+        s.WIDTHS = [float(w) for w in arch["widths"]]   # trained together; the sub-network only picks the test width
+        s.WIDTH = s.WIDTHS[0]
+        plan = plan_resnet(depth, s.WIDTH, None, stem)
+        if stem == "small":
+            _rename_fpn_levels(cfg, plan)
+    elif not uses_detectron2_resnet(plan, depth):
         name = cfg.MODEL.BACKBONE.NAME
         if name not in D2_BACKBONES:
             raise ConfigError(f"{path}: MODEL.BACKBONE.NAME {name!r} cannot be given sub-network {spec} of "
@@ -143,7 +151,8 @@ def build_config(base: str, spec: SubnetSpec, arch: Mapping[str, Any], *, weight
 
     norm = "SyncBN" if distributed else "BN"  # SyncBN needs a process group; one process uses BN
     for key in NORM_KEYS:
-        if _get(cfg, key) in ("BN", "SyncBN"):
+        # the slimmable backbone keeps its own switchable BNs, per process as upstream's (RESNETS.NORM unused)
+        if _get(cfg, key) in ("BN", "SyncBN") and not (slim and key == "MODEL.RESNETS.NORM"):
             _set(cfg, key, norm)
     cfg.MODEL.DEVICE = device
     if weights is not None:

@@ -1,5 +1,5 @@
-"""Detectron2's evaluation results as SlimBench's flat metrics (no Detectron2 import: the trainer and the
-protocol's result rows both read it)."""
+"""Detectron2's evaluation results as SlimBench's flat metrics, and the names both sides of a run share
+(no Detectron2 import: the launched trainer and the protocol's result rows both read it)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,7 @@ from typing import Dict, List
 
 TASK_PREFIX = {"bbox": "box", "segm": "mask"}
 REPORTED = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+SLIMMABLE_FPN_BACKBONE = "build_slimmable_resnet_fpn_backbone"   # transfer.detection.slimmable registers it
 NO_PREDICTIONS = "no_predictions"   # the key of results.json listing the tasks nothing was predicted for
 
 

@@ -18,7 +18,7 @@ import re
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -26,10 +26,13 @@ from tqdm import tqdm
 from pretrain.checkpoints.format import atomic_write_bytes
 from pretrain.errors import ConfigError
 from pretrain.checkpoints.extract import extract
+from pretrain.models.spec import SubnetSpec
 from transfer.protocols.base import Protocol, Result, RunContext, register_protocol
 
 from .data import VOC_NUM_CLASSES, DetectionData
-from .metrics import NO_PREDICTIONS
+from .metrics import NO_PREDICTIONS, SLIMMABLE_FPN_BACKBONE
+
+SLIMMABLE_FOLDER = "slimmable"   # the slimmable detector's work folder (all widths in one)
 
 log = logging.getLogger(__name__)
 
@@ -148,27 +151,29 @@ def catalog_prefix(suite_name: str) -> str:
     return "slimbench_" + re.sub(r"\W", "_", suite_name)
 
 
-def subnet_config(ctx: RunContext, spec, world_size: int, data: DataSettings, write: bool = True):
-    """The Detectron2 config one sub-network trains with, in its work folder (written there with ``write``)."""
+def subnet_config(ctx: RunContext, spec, world_size: int, data: DataSettings, write: bool = True,
+                  folder: Optional[str] = None, weights: str = "backbone.pkl"):
+    """The Detectron2 config one sub-network trains with, in its work folder (written there with ``write``);
+    ``folder`` names a work folder other than the sub-network's (the slimmable detector's)."""
     from transfer.detection.config import build_config
 
-    p, work_dir = ctx.params, ctx.work_dir(spec)
+    p, work_dir = ctx.params, ctx.work_dir(folder or spec)
     overrides = p.detectron2_overrides()
     if data.mask_format:   # an INPUT.MASK_FORMAT in params.overrides still wins
         overrides.setdefault("INPUT.MASK_FORMAT", data.mask_format)
     overrides.update({"SEED": ctx.seed, "DATASETS.TRAIN": tuple(data.train_sets),
                       "DATASETS.TEST": tuple(data.test_sets)})
-    return build_config(p.base_config, spec, ctx.checkpoint.arch, weights=work_dir / "backbone.pkl",
+    return build_config(p.base_config, spec, ctx.checkpoint.arch, weights=work_dir / weights,
                         num_classes=data.num_classes, distributed=world_size > 1, device=ctx.device.type,
                         overrides=overrides, out_dir=work_dir, write=write)
 
 
 def train_and_evaluate(cfg, dataset: DetectionData, data_root: Path, weights: Path, seed: int, prefix: str,
-                       evaluator: str, metrics_path: Path) -> None:
+                       evaluator: str, metrics_path: Path, widths: Sequence[float] = ()) -> None:
     """One Detectron2 training and evaluation (a ``launch`` worker; rank 0 writes ``metrics_path``)."""
     from transfer.detection.trainer import run_training
 
-    metrics = run_training(cfg, dataset, data_root, weights, seed, prefix, evaluator)
+    metrics = run_training(cfg, dataset, data_root, weights, seed, prefix, evaluator, widths)
     if metrics is not None:
         atomic_write_bytes(metrics_path, json.dumps(metrics, indent=1).encode())
 
@@ -189,8 +194,7 @@ class Detectron2Protocol(Protocol):
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
         from transfer.detection.config import build_config, schedule_departures  # Detectron2, via compat
-        from transfer.detection.export import export_detectron2
-        from detectron2.engine import launch
+        from transfer.detection.slimmable import slimmable_widths
 
         p, d = ctx.params, ctx.dataset
         evaluator = self._evaluator(ctx)
@@ -198,6 +202,9 @@ class Detectron2Protocol(Protocol):
         # the suite's config before any data: whether it trains masks, how it changes the base schedule
         suite_cfg = build_config(p.base_config, ctx.subnets[0], ctx.checkpoint.arch, overrides=p.detectron2_overrides())
         trains_masks, departures = suite_cfg.MODEL.MASK_ON, schedule_departures(suite_cfg, p.base_config)
+        slim = suite_cfg.MODEL.BACKBONE.NAME == SLIMMABLE_FPN_BACKBONE
+        if slim:   # depth variants are refused before any work
+            slimmable_widths(ctx.subnets, list(suite_cfg.MODEL.SLIMBENCH.WIDTHS))
         d.prepare(ctx.data_root)
         contents = d.inspect(ctx.data_root)   # each annotation json read once, before any training
         mask_format = d.mask_format_for(contents, p.base_config) if trains_masks else None
@@ -209,6 +216,19 @@ class Detectron2Protocol(Protocol):
                         departures)
         ctx.info.update({"detectron2_base_config": p.base_config, "world_size": launch_plan.world_size,
                          "mask_format": mask_format, "schedule_departures": departures})
+        run = self._run_slimmable if slim else self._run_per_subnet
+        yield from run(ctx, launch_plan, data, prefix, evaluator)
+        if ctx.info.get(NO_PREDICTIONS):
+            log.warning("%s on %s: the detector predicted nothing for %s; their AP is stored as 0",
+                        ctx.suite_name, ctx.checkpoint_digest[:12] or "this checkpoint",
+                        "; ".join(f"{n} ({', '.join(t)})" for n, t in ctx.info[NO_PREDICTIONS].items()))
+
+    def _run_per_subnet(self, ctx: RunContext, launch_plan: "LaunchPlan", data: DataSettings, prefix: str,
+                        evaluator: str) -> Iterator[Result]:
+        """MoCo's and MMSelfSup's protocols: one detector per extracted sub-network."""
+        from transfer.detection.export import export_detectron2
+        from detectron2.engine import launch
+
         for spec in tqdm(ctx.subnets, desc=f"{ctx.suite_name}: detectron2", unit="training"):
             name, work_dir = str(spec), ctx.work_dir(spec)
             metrics_path = work_dir / "results.json"   # Detectron2 writes its own metrics.json there
@@ -219,22 +239,50 @@ class Detectron2Protocol(Protocol):
                 cfg = subnet_config(ctx, spec, launch_plan.world_size, data)
                 weights = export_detectron2(extract(ctx.checkpoint, spec), Path(cfg.MODEL.WEIGHTS))
                 log.info("detectron2 %s seed %d: training %d iterations of %s (%s) in %s", name, ctx.seed,
-                         cfg.SOLVER.MAX_ITER, p.base_config, cfg.MODEL.BACKBONE.NAME, work_dir)
+                         cfg.SOLVER.MAX_ITER, ctx.params.base_config, cfg.MODEL.BACKBONE.NAME, work_dir)
                 launch(train_and_evaluate, launch_plan.num_gpus, num_machines=launch_plan.num_machines,
                        machine_rank=launch_plan.machine_rank, dist_url=launch_plan.dist_url,
-                       args=(cfg, d, ctx.data_root, weights, ctx.seed, prefix, evaluator, metrics_path))
+                       args=(cfg, ctx.dataset, ctx.data_root, weights, ctx.seed, prefix, evaluator, metrics_path))
             if launch_plan.machine_rank != 0:
                 continue   # only the first machine evaluates and reports
-            metrics = json.loads(metrics_path.read_text())
-            empty = metrics.pop(NO_PREDICTIONS, [])
-            if empty:   # stored as 0 AP, so every task keeps its column; the run says which were empty
-                ctx.info.setdefault(NO_PREDICTIONS, {})[name] = empty
-            for metric, value in metrics.items():
-                yield Result(name, metric, value)
-        if ctx.info.get(NO_PREDICTIONS):
-            log.warning("%s on %s: the detector predicted nothing for %s; their AP is stored as 0",
-                        ctx.suite_name, ctx.checkpoint_digest[:12] or "this checkpoint",
-                        "; ".join(f"{n} ({', '.join(t)})" for n, t in ctx.info[NO_PREDICTIONS].items()))
+            yield from self._rows(ctx, name, json.loads(metrics_path.read_text()))
+
+    @staticmethod
+    def _rows(ctx: RunContext, name: str, metrics: Dict[str, Any]) -> Iterator[Result]:
+        """One sub-network's stored metrics as rows; tasks nothing was predicted for are noted in the run info."""
+        metrics = dict(metrics)
+        empty = metrics.pop(NO_PREDICTIONS, [])
+        if empty:   # stored as 0 AP, so every task keeps its column; the run says which were empty
+            ctx.info.setdefault(NO_PREDICTIONS, {})[name] = empty
+        for metric, value in metrics.items():
+            yield Result(name, metric, value)
+
+    def _run_slimmable(self, ctx: RunContext, launch_plan: "LaunchPlan", data: DataSettings, prefix: str,
+                       evaluator: str) -> Iterator[Result]:
+        """SlimCLR's protocol: one slimmable detector trained at every width, then evaluated at each."""
+        from transfer.detection.slimmable import save_encoder
+        from detectron2.engine import launch
+
+        widths = [float(w) for w in ctx.checkpoint.arch["widths"]]
+        work_dir = ctx.work_dir(SLIMMABLE_FOLDER)
+        metrics_path = work_dir / "results.json"   # {"w1.0": metrics, ...}: every width, whichever were asked
+        if metrics_path.is_file():
+            log.info("detectron2 slimmable seed %d: trained and evaluated by an earlier run in %s", ctx.seed, work_dir)
+        else:
+            cfg = subnet_config(ctx, SubnetSpec(widths[0]), launch_plan.world_size, data, folder=SLIMMABLE_FOLDER,
+                                weights="encoder.pth")
+            weights = save_encoder(ctx.checkpoint.build_model(), Path(cfg.MODEL.WEIGHTS))
+            log.info("detectron2 slimmable seed %d: training %d iterations of %s at widths %s in %s", ctx.seed,
+                     cfg.SOLVER.MAX_ITER, ctx.params.base_config, widths, work_dir)
+            launch(train_and_evaluate, launch_plan.num_gpus, num_machines=launch_plan.num_machines,
+                   machine_rank=launch_plan.machine_rank, dist_url=launch_plan.dist_url,
+                   args=(cfg, ctx.dataset, ctx.data_root, weights, ctx.seed, prefix, evaluator, metrics_path, widths))
+        if launch_plan.machine_rank != 0:
+            return
+        per_width = json.loads(metrics_path.read_text())
+        ctx.info["slimmable_detector"] = {"trained_widths": widths, "work_dir": str(work_dir)}
+        for spec in ctx.subnets:
+            yield from self._rows(ctx, str(spec), per_width[str(spec)])
 
     def describe(self, ctx: RunContext) -> Dict[str, Any]:
         """Per sub-network, the resolved Detectron2 config a run would train, without data or training.
@@ -258,6 +306,9 @@ class Detectron2Protocol(Protocol):
             from_data = [] if d.kind == "voc" else ["MODEL.ROI_HEADS.NUM_CLASSES (the training json's categories)"]
             if cfg.MODEL.MASK_ON and d.kind != "voc":
                 from_data.append("INPUT.MASK_FORMAT (the training json's masks: polygon or bitmask)")
+            if cfg.MODEL.BACKBONE.NAME == SLIMMABLE_FPN_BACKBONE:
+                from_data.append(f"one detector trained at widths {list(cfg.MODEL.SLIMBENCH.WIDTHS)}, tested at "
+                                 f"{spec.width:g} (SlimCLR's slimmable protocol)")
             out[str(spec)] = {"detectron2_config": yaml.safe_load(cfg.dump()), "world_size": launch_plan.world_size,
                               "launch": dataclasses.asdict(launch_plan),
                               "schedule_departures": schedule_departures(cfg, p.base_config),

@@ -5,6 +5,12 @@ keys mine, and why (a ``Claim``; ``specific`` when a key only that framework wri
 just a common prefix) — and ``convert`` — the SlimBench checkpoint of its encoder, every head, momentum
 encoder, queue and optimizer state dropped and listed in ``extra``. ``detect`` picks the one specific
 claim, or the one claim when none is specific, and refuses anything else naming the candidates.
+
+Many files hold a second copy of the encoder: a momentum / target / teacher network (MoCo's ``encoder_k``,
+BYOL's target) or a model EMA (timm's ``state_dict_ema``). The online encoder is imported by default;
+``ImportOptions.encoder`` (``bench import --encoder momentum|ema``) picks the copy instead, since some
+papers evaluate the target network. ``pick_copy`` makes that choice and says what a file holds when it
+lacks the copy asked for (a file with only a momentum copy is refused unless it is asked for).
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ class ImportOptions:
 
     width: Optional[float] = None
     blocks: Optional[Tuple[int, ...]] = None
+    encoder: str = "online"    # which copy of the encoder: online, momentum (target/teacher/key) or ema
 
 
 class Importer(abc.ABC):
@@ -42,6 +49,7 @@ class Importer(abc.ABC):
     name: ClassVar[str]
     defined_by: ClassVar[str]            # the framework file that defines the layout (repository: path)
     takes_width: ClassVar[bool] = False  # whether --width/--blocks describe this layout (plain networks)
+    encoders: ClassVar[Tuple[str, ...]] = ("online",)  # the encoder copies its files can hold (--encoder)
 
     @abc.abstractmethod
     def claim(self, wf: WeightsFile) -> Optional[Claim]:
@@ -127,10 +135,40 @@ def describe_keys(obj: Any) -> str:
     return ", ".join(x for x in (top, keys) if x)
 
 
+ENCODERS = ("online", "momentum", "ema")
+COPY_NAMES = {"online": "the online encoder", "momentum": "a momentum (target) encoder", "ema": "an EMA copy"}
+
+
+def held_copies(sd: Optional[Mapping[str, Any]], copies: Mapping[str, Sequence[str]]) -> Dict[str, str]:
+    """``{kind: prefix}`` of the encoder copies ``sd`` holds, from ``copies`` (``{kind: candidate prefixes}``)."""
+    held = {kind: next((p for p in prefixes if has_resnet(sd, p)), None) for kind, prefixes in copies.items()}
+    return {kind: p for kind, p in held.items() if p is not None}
+
+
+def choose_copy(wf: WeightsFile, held: Mapping[str, str], options: ImportOptions) -> str:
+    """The kind ``options.encoder`` names among ``held`` (``{kind: where}``); else an error saying what ``wf`` holds."""
+    if options.encoder in held:
+        return options.encoder
+    holds = " and ".join(f"{COPY_NAMES[k]} ({where})" for k, where in held.items())
+    if options.encoder == "online":
+        raise CheckpointError(f"{wf.path}: holds only {holds}, no online encoder; import that copy with "
+                              f"--encoder {'|'.join(held)}")
+    raise CheckpointError(f"{wf.path}: --encoder {options.encoder}, but the file holds no {options.encoder} copy: "
+                          f"it holds {holds}; expected --encoder {'|'.join(held)}")
+
+
+def pick_copy(wf: WeightsFile, sd: Mapping[str, torch.Tensor], copies: Mapping[str, Sequence[str]],
+              options: ImportOptions) -> Tuple[str, str]:
+    """(kind, prefix) of the encoder copy ``options.encoder`` names, among the ``copies`` that ``sd`` holds."""
+    held = held_copies(sd, copies)
+    kind = choose_copy(wf, {k: f"{p}*" for k, p in held.items()}, options)
+    return kind, held[kind]
+
+
 def encoder_checkpoint(importer: "Importer", wf: WeightsFile, sd: Mapping[str, torch.Tensor], prefix: str,
-                       options: ImportOptions, heads: Sequence[str] = ()) -> Checkpoint:
-    """The checkpoint of the torchvision-named ResNet under ``prefix`` of ``sd``; its ``heads`` (sub-prefixes,
-    e.g. ``fc.`` for a projection MLP) and every key outside ``prefix`` are dropped and listed in ``extra``."""
+                       options: ImportOptions, heads: Sequence[str] = (), copy: str = "online") -> Checkpoint:
+    """The checkpoint of the torchvision-named ResNet under ``prefix`` of ``sd`` (the encoder ``copy`` chosen); its
+    ``heads`` (sub-prefixes, e.g. ``fc.`` for a projection MLP) and every key outside ``prefix`` are dropped and listed."""
     from pretrain.checkpoints.importers.resnet_state import resnet_checkpoint
 
     encoder = {k: v for k, v in under(sd, prefix).items() if not k.startswith(tuple(heads))}
@@ -138,4 +176,5 @@ def encoder_checkpoint(importer: "Importer", wf: WeightsFile, sd: Mapping[str, t
     extra = {"dropped_keys": dropped, "dropped_entries": other_entries(wf.obj),
              "not_unpickled": list(wf.placeholders)}
     return resnet_checkpoint(encoder, wf.path, f"import:{importer.name}", options.width, options.blocks,
-                             config={"layout": importer.name, "format": wf.format, "prefix": prefix}, extra=extra)
+                             config={"layout": importer.name, "format": wf.format, "prefix": prefix,
+                                     "encoder": copy}, extra=extra)

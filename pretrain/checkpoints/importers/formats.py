@@ -9,6 +9,10 @@
   in ``meta``): still ``weights_only=True``, with each foreign global allow-listed as an inert
   placeholder class that only records what it was given. No code named by the file runs; the
   tensors load as usual, and the names of the placeholders are reported.
+
+What cannot be read is refused with the reason, never with torch's advice to load with
+``weights_only=False``: a whole pickled module (``torch.save(model)``: its state dict is what to save),
+and a pickle naming a global torch blocks outright (``os.system``, ...), reported by that name.
 """
 from __future__ import annotations
 
@@ -20,10 +24,10 @@ from typing import Any, List
 
 import torch
 
-from pretrain.checkpoints.format import CheckpointError, check_zip_crcs, present_file_size
+from pretrain.checkpoints.format import CheckpointError, check_zip_crcs, present_file_size, unreadable
 
 FORMATS = ("safetensors", "zip", "legacy")
-_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+) was not an allowed global")
+_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL (\S+) was not an allowed global")
 _MAX_PLACEHOLDERS = 200
 
 
@@ -94,7 +98,22 @@ def read_weights(path: "str | Path", what: str = "checkpoint") -> WeightsFile:
         raise CheckpointError(f"{what} {path}: not a PyTorch or safetensors file ({size} bytes starting with "
                               f"{head!r}); it may be truncated or in another format")
     obj, names = _torch_load(path, fmt, what)
+    if isinstance(obj, Placeholder):
+        raise pickled_object_error(path, what, obj.qualname, isinstance(getattr(obj, "state", None), dict)
+                                   and "_parameters" in obj.state)
     return WeightsFile(path, obj, fmt, names)
+
+
+def pickled_object_error(path: Path, what: str, qualname: str, module: bool = True) -> CheckpointError:
+    """The refusal of a file that pickles a whole object (``torch.save(model)``) instead of its state dict."""
+    if not module:
+        return CheckpointError(f"{what} {path}: a pickled {qualname} object, not a state dict of tensors; "
+                               f"expected a file of weights (a state dict, or a checkpoint dict holding one)")
+    cls = qualname.rsplit(".", 1)[-1]
+    return CheckpointError(f"{what} {path}: a whole pickled module ({qualname}, as torch.save(model) writes), not a "
+                           f"state dict; SlimBench never runs the code a pickle names, so it reads weights only: where "
+                           f"{cls} can be imported, save them with torch.save(model.state_dict(), 'weights.pth') and "
+                           f"import that file")
 
 
 def _torch_load(path: Path, fmt: str, what: str):
@@ -115,7 +134,14 @@ def _torch_load(path: Path, fmt: str, what: str):
             name = m.group(1) if m else None
             name = name if name is None or "." in name else f"builtins.{name}"  # torch prints builtins bare
             if name is None or name in names:
-                raise CheckpointError(f"{what} {path}: cannot be read ({type(e).__name__}: "
-                                      f"{(str(e).strip().splitlines() or [''])[0][:300]})") from None
+                raise _unreadable(path, what, e, names) from None
             names.append(name)
     raise CheckpointError(f"{what} {path}: names more than {_MAX_PLACEHOLDERS} foreign classes; not a weights file")
+
+
+def _unreadable(path: Path, what: str, e: Exception, names: List[str]) -> CheckpointError:
+    """Why torch could not load ``path``, in the file's terms (``format.unreadable``)."""
+    if "persistent_load of storage" in str(e) and names:
+        # torch's legacy writer stores a module's class as a ("module", class, source) record
+        return pickled_object_error(path, what, names[-1])
+    return unreadable(path, what, e)

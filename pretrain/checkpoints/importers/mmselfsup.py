@@ -8,17 +8,21 @@ format (lines 21-30). Its state dict holds the algorithm's modules: ``backbone.*
 lines 65-72). ``tools/model_converters/extract_backbone_weights.py`` instead writes
 ``{'state_dict': <backbone keys without 'backbone.'>, 'author': 'MMSelfSup'}`` (lines 20-26); both are read.
 ``ResNetV1c``/``ResNetV1d`` (deep ``stem.*``, average-pool shortcuts) are refused: SlimBench's ResNet
-has torchvision's 7x7 stem.
+has torchvision's 7x7 stem. ``--encoder momentum`` takes the backbone of the EMA copy of
+``Sequential(backbone, neck)``: MoCo's ``encoder_k.module.0.*``, BYOL's ``target_net.module.0.*``
+(``algorithms/byol.py`` lines 55-56), MoCo v3's ``momentum_encoder.module.0.*`` (``algorithms/mocov3.py``
+lines 55-56), or MMSelfSup 0.x's plain ``encoder_k.0.*`` / ``target_net.0.*``.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 from pretrain.checkpoints.format import Checkpoint, CheckpointError
-from pretrain.checkpoints.importers.base import Claim, ImportOptions, Importer, encoder_checkpoint, has_resnet, register_importer, state_dict_of
+from pretrain.checkpoints.importers.base import Claim, ImportOptions, Importer, encoder_checkpoint, has_resnet, held_copies, pick_copy, register_importer, state_dict_of
 from pretrain.checkpoints.importers.formats import WeightsFile
 
 PREFIX = "backbone."
+MOMENTUM = ("encoder_k.module.0.", "target_net.module.0.", "momentum_encoder.module.0.", "encoder_k.0.", "target_net.0.")
 
 
 def _extracted(obj) -> bool:
@@ -34,13 +38,15 @@ class MMSelfSupImporter(Importer):
     name = "mmselfsup"
     defined_by = ("open-mmlab/mmselfsup: tools/model_converters/extract_backbone_weights.py lines 20-26, "
                   "tools/model_converters/publish_model.py lines 21-30")
+    encoders = ("online", "momentum")
 
     def claim(self, wf: WeightsFile) -> Optional[Claim]:
         sd = state_dict_of(wf.obj)
         if _extracted(wf.obj) and _has_backbone(sd, ""):
             return Claim("author 'MMSelfSup' beside a backbone state dict (extract_backbone_weights.py)")
         if not _has_backbone(sd, PREFIX):
-            return None
+            held = held_copies(sd, {"momentum": MOMENTUM})
+            return Claim(f"{held['momentum']}* alone (an MMSelfSup momentum encoder)") if held else None
         if isinstance(wf.obj, dict) and "meta" in wf.obj:
             return Claim("backbone.* beside an MMEngine/MMCV 'meta' entry")
         if any(k.startswith(("neck.", "encoder_k.module.")) for k in sd):
@@ -49,7 +55,9 @@ class MMSelfSupImporter(Importer):
 
     def convert(self, wf: WeightsFile, options: ImportOptions) -> Checkpoint:
         sd = state_dict_of(wf.obj)
-        prefix = "" if _extracted(wf.obj) else PREFIX
-        if not _has_backbone(sd, prefix):
-            raise CheckpointError(f"{wf.path}: no ResNet under {prefix or 'the state dict'}: not an MMSelfSup checkpoint")
-        return encoder_checkpoint(self, wf, sd, prefix, options)
+        online = "" if _extracted(wf.obj) else PREFIX
+        copies = {"online": (online,), "momentum": () if _extracted(wf.obj) else MOMENTUM}
+        if not held_copies(sd, copies):
+            raise CheckpointError(f"{wf.path}: no ResNet under {online or 'the state dict'}: not an MMSelfSup checkpoint")
+        copy, prefix = pick_copy(wf, sd, copies, options)
+        return encoder_checkpoint(self, wf, sd, prefix, options, copy=copy)

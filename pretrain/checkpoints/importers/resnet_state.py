@@ -32,6 +32,11 @@ def refuse_foreign_resnets(sd: Mapping[str, torch.Tensor], src) -> None:
         raise CheckpointError(f"{src}: an average-pool shortcut (avg_down, ResNet-D: downsample.1 is a "
                               f"convolution); SlimBench's shortcut is a strided 1x1 convolution, so this "
                               f"network cannot be held")
+    se = sorted({m.group(1) for k in sd for m in [re.match(r"(layer\d\.\d+)\.se(_module)?\.", k)] if m})
+    if se:
+        raise CheckpointError(f"{src}: a ResNet with squeeze-and-excitation blocks ({se[0]}.se.* and {len(se) - 1} "
+                              f"more: timm's seresnet*, attn_layer='se'); SE blocks are not part of the ResNet "
+                              f"SlimBench can slim (convolutions, BatchNorm, shortcuts), so this network cannot be held")
     if "conv1.weight" not in sd:
         raise CheckpointError(f"{src}: no 'conv1.weight': not a torchvision-named ResNet state dict "
                               f"(first keys: {list(sd)[:4]})")

@@ -13,6 +13,11 @@ from pretrain.checkpoints.importers.base import Claim, ImportOptions, Importer, 
 from pretrain.checkpoints.importers.formats import WeightsFile
 
 
+# where timm's train.py keeps the model EMA beside ``state_dict`` (timm/utils/checkpoint_saver.py ``_save``):
+# such a file is timm's (timm.py), whose importer can take either copy
+EMA_KEYS = ("state_dict_ema", "model_ema")
+
+
 def plain_state_dict(obj) -> Optional[dict]:
     """The state dict of a plain ResNet file (``module.`` removed), or None when it holds no top-level ResNet."""
     sd = state_dict_of(obj)
@@ -32,7 +37,7 @@ class TorchvisionImporter(Importer):
         sd = plain_state_dict(wf.obj)
         if wf.format == "safetensors" or not sd or not has_resnet(sd) or "conv1.weight" not in sd:
             return None
-        if isinstance(wf.obj, dict) and wf.obj.get("author") == "MMSelfSup":
+        if isinstance(wf.obj, dict) and (wf.obj.get("author") == "MMSelfSup" or any(k in wf.obj for k in EMA_KEYS)):
             return None
         return Claim("top-level torchvision ResNet names (conv1.weight, layer1.0.*) in a torch file")
 
