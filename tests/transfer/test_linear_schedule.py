@@ -5,6 +5,7 @@ lr_scheduler 'cos' mode, no warm-up); ``schedule: step`` multiplies the lr by ga
 milestone epoch reached (MoCo's main_lincls.py). The expected values are computed here from
 those formulas, never by the code under test.
 """
+import functools
 import math
 from contextlib import contextmanager
 
@@ -16,6 +17,7 @@ from pretrain.checkpoints.format import load_checkpoint
 from pretrain.config import from_dict
 from pretrain.models.spec import SubnetSpec
 from transfer.protocols.base import RunContext, get_protocol
+from transfer.classify.probe import switchable_loss
 from transfer.protocols.linear import ProbeParams, train_probe_on_features
 
 from .conftest import make_checkpoint, make_image_folder
@@ -54,7 +56,8 @@ def train(params, n):
     feats, labels = features(n)
     p = from_dict(ProbeParams, params, "test")
     with lr_at_every_step() as lrs:
-        train_probe_on_features(feats, labels, 3, p, teacher=0, device=torch.device("cpu"))
+        train_probe_on_features(feats, labels, 3, p, functools.partial(switchable_loss, teacher=0),
+                                device=torch.device("cpu"))
     return lrs
 
 

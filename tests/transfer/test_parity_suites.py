@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torchvision import transforms as T
 
@@ -238,6 +239,40 @@ def test_linear_suites_hand_torch_the_published_probe_optimizer(suite, ckpt, tmp
         assert d["backbone"] == "frozen, eval mode"
 
 
+def moco_probe_loss(logits, targets):
+    """moco main_lincls.py:297: one cross-entropy per head (each width's own probe), summed."""
+    return sum(F.cross_entropy(l, targets) for l in logits)
+
+
+def slimclr_probe_loss(logits, targets):
+    """SlimCLR main_ssl_lincls.py:464-484 with inplace_distill and inplace_distill_mixed (utils/loss_ops.py:23-27):
+    the full width's cross-entropy; every smaller width (CE + soft CE to the full width's detached softmax) / 2."""
+    full = logits[0]
+    soft = F.softmax(full.detach(), dim=1)
+    loss = F.cross_entropy(full, targets)
+    for l in logits[1:]:
+        loss = loss + (F.cross_entropy(l, targets) - (soft * F.log_softmax(l, dim=1)).sum(1).mean()) / 2
+    return loss
+
+
+PROBE_LOSS = {"imagenet-linear": moco_probe_loss, "imagenet-linear-fast": moco_probe_loss,
+              "imagenet-linear-slimclr-mocov2": slimclr_probe_loss, "imagenet-linear-slimclr-mocov3": slimclr_probe_loss,
+              "imagenet-linear-slimclr-simclr": slimclr_probe_loss}
+
+
+@pytest.mark.parametrize("suite", sorted(PROBE_LOSS))
+def test_linear_suites_train_the_probe_on_their_publishers_loss(suite):
+    """The loss each suite's probe trains on (``probe_criterion``, what ``run`` calls), on hand-built logits."""
+    from transfer.protocols.linear import probe_criterion
+
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(6, 5, generator=g, requires_grad=True) for _ in range(3)]
+    targets = torch.randint(0, 5, (6,), generator=g)
+    subnets = [SubnetSpec(1.0), SubnetSpec(0.5), SubnetSpec(0.25)]
+    got = probe_criterion(load_suite(suite).params, subnets)(logits, targets)
+    assert got.item() == pytest.approx(PROBE_LOSS[suite](logits, targets).item(), rel=1e-6)
+
+
 def upstream_slimclr_pick(history, epochs, eval_freq=2):
     """main_ssl_lincls.py:253-265: every width at the evaluated epoch of the best full-width top-1 (ties: later)."""
     best, best_info = 0.0, None
@@ -292,12 +327,32 @@ def test_linear_fast_evaluates_on_its_cadence_and_stores_the_pick_and_the_last(c
 
 
 # -- kNN -------------------------------------------------------------------------------------------
-def test_knn_suite_resizes_bicubic_as_dino(ckpt, tmp_path):
+def dino_knn_scores(train, train_labels, test, num_classes, k=20, temperature=0.07):
+    """dino eval_knn.py:124-160 knn_classifier: cosine top-k, weights exp(sim / T), votes summed per class
+    (k = 20 among nb_knn, T = 0.07: eval_knn.py:194-197), written out row by row."""
+    train, test = F.normalize(train, dim=1), F.normalize(test, dim=1)
+    rows = []
+    for t in test:
+        sims = [(float(t @ x), int(y)) for x, y in zip(train, train_labels)]
+        top = sorted(sims, key=lambda s: -s[0])[:k]
+        votes = [0.0] * num_classes
+        for sim, y in top:
+            votes[y] += math.exp(sim / temperature)
+        rows.append(votes)
+    return torch.tensor(rows)
+
+
+def test_knn_suite_resizes_bicubic_and_votes_as_dino(ckpt, tmp_path):
     proto, ctx = context("imagenet-knn", ckpt, tmp_path / "absent", data_error="dataset folder not found")
     resize, crop = ctx.dataset.eval_transform().transforms[:2]
     assert isinstance(resize, T.Resize) and resize.size == 256
     assert resize.interpolation == T.InterpolationMode.BICUBIC          # eval_knn.py:33 interpolation=3
     assert isinstance(crop, T.CenterCrop) and crop.size == (224, 224)
-    for d in proto.describe(ctx).values():
-        assert (d["k"], d["temperature"]) == (20, 0.07)                    # eval_knn.py:194-197
-        assert d["feature_transform"][:2] == ["Resize(256, bicubic)", "CenterCrop(224)"]
+    # the vote the suite's params give, against DINO's: 30 training points, so k = 20 leaves some out
+    from transfer.classify.knn import knn_predict
+
+    g = torch.Generator().manual_seed(0)
+    train, labels = torch.randn(30, 8, generator=g), torch.randint(0, 4, (30,), generator=g)
+    test = torch.randn(5, 8, generator=g)
+    got = knn_predict(train, labels, test, 4, k=ctx.params.k, temperature=ctx.params.temperature)
+    assert torch.allclose(got, dino_knn_scores(train, labels, test, 4), rtol=1e-4)

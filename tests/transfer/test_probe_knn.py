@@ -1,4 +1,6 @@
 """The switchable probe's loss and training, kNN voting and top-k counting on known data."""
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,7 +48,8 @@ def test_probe_learns_separable_features(feature_norm):
     if feature_norm:  # a narrow width with 1000x smaller features learns at the same learning rate
         feats[1] = feats[1] * 1e-3
     params = ProbeParams(epochs=15, batch_size=32, lr=0.5, milestones=[10], feature_norm=feature_norm)
-    probe = train_probe_on_features(feats, y, 4, params, teacher=0, device=torch.device("cpu"))
+    probe = train_probe_on_features(feats, y, 4, params, functools.partial(switchable_loss, teacher=0),
+                                    device=torch.device("cpu"))
     assert isinstance(probe, SwitchableProbe) and len(probe.heads) == 2
     accs = evaluate_on_features(probe, feats, y, torch.device("cpu"))
     assert accs[0]["top1"] > 95 and accs[1]["top1"] > 90

@@ -18,6 +18,8 @@ best top-1, the last of equal ones) or ``last``; ``top1_last``/``top5_last`` are
 """
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import logging
 import math
@@ -278,7 +280,7 @@ class LinearProtocol(Protocol):
             iters = steps_per_epoch(len(sampler) if sampler is not None else len(train), local_batch,
                                     2 if p.feature_norm else 1)
         opt = ProbeOptimizer(probe, p, iters)
-        teacher = teacher_index(ctx.subnets) if p.distill else None
+        criterion = probe_criterion(p, ctx.subnets)
         due = set(evaluated_epochs(p))
         history: Dict[int, Accuracies] = {}
         for epoch in range(p.epochs):
@@ -293,7 +295,7 @@ class LinearProtocol(Protocol):
                 images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
                 with torch.no_grad():
                     feats = [pooled(net, images) for net in nets.values()]
-                loss = switchable_loss(model(feats), targets, teacher)
+                loss = criterion(model(feats), targets)
                 opt.step(loss)
                 total, batches = total + loss.item(), batches + 1
             opt.end_epoch()
@@ -331,8 +333,14 @@ def threads_for(work_per_step: float, device: torch.device) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+def probe_criterion(p: ProbeParams, subnets: Sequence) -> Callable:
+    """The loss the probe trains on, ``(logits per head, targets) -> loss``: SlimCLR's with ``distill`` (the
+    widest full-depth head teaches the others), a plain cross-entropy per head otherwise (MoCo's), summed."""
+    return functools.partial(switchable_loss, teacher=teacher_index(subnets) if p.distill else None)
+
+
 def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.Tensor, num_classes: int,
-                            p: ProbeParams, teacher, device: torch.device, seed: int = 0,
+                            p: ProbeParams, criterion: Callable, device: torch.device, seed: int = 0,
                             after_epoch: Optional[Callable[[torch.nn.Module, int], None]] = None) -> torch.nn.Module:
     """Train the switchable probe on in-memory features (one tensor per sub-network, rows aligned);
     ``after_epoch(probe, epoch)`` runs after each (1-based) epoch, e.g. to evaluate it."""
@@ -351,7 +359,7 @@ def train_probe_on_features(train_feats: Sequence[torch.Tensor], labels: torch.T
                 if p.feature_norm and len(idx) < 2:  # BatchNorm cannot normalise a single sample
                     continue
                 feats = [f[idx].to(device).float() for f in train_feats]
-                opt.step(switchable_loss(probe(feats), labels[idx].to(device), teacher))
+                opt.step(criterion(probe(feats), labels[idx].to(device)))
             opt.end_epoch()
             if after_epoch is not None:
                 after_epoch(probe.eval(), epoch + 1)
@@ -438,7 +446,6 @@ class LinearFastProtocol(Protocol):
         feature_time = time.perf_counter() - start
         names = [str(s) for s in ctx.subnets]
         num_classes = ctx.dataset.num_classes(ctx.data_root)
-        teacher = teacher_index(ctx.subnets) if p.distill else None
         due = set(evaluated_epochs(p))
         history: Dict[int, Accuracies] = {}
 
@@ -447,8 +454,8 @@ class LinearFastProtocol(Protocol):
                 accs = evaluate_on_features(probe, [val_f[n] for n in names], val_y, ctx.device)
                 history[epoch] = {n: (a["top1"], a["top5"]) for n, a in zip(names, accs)}
 
-        train_probe_on_features([train_f[n] for n in names], train_y, num_classes, p, teacher,
-                                ctx.device, ctx.seed, after_epoch=evaluate)
+        train_probe_on_features([train_f[n] for n in names], train_y, num_classes, p,
+                                probe_criterion(p, ctx.subnets), ctx.device, ctx.seed, after_epoch=evaluate)
         wall = time.perf_counter() - start
         log.info("linear-fast: features %.1f s, total %.1f s", feature_time, wall)
         yield from result_rows(ctx, history, wall, {"feature_time_s": feature_time})
