@@ -60,16 +60,20 @@ def test_metrics_are_named_by_task_and_no_predictions_score_zero():
     assert out == {"box_AP": 12.5, "box_AP50": 30.0, "box_AP75": 0.0, "mask_AP": 10.0}
 
 
+def scenes_dataset(data_root: Path, images: int):
+    """The demo scenes (``images`` per split) as a COCO-format ``dataset:`` block with bitmask masks."""
+    ensure_scenes(data_root / "scenes", SceneSettings(num_train=images, num_val=images))
+    return from_dict(get_protocol("detectron2").Dataset, {
+        "kind": "coco", "root": str(data_root / "scenes"), "train_images": "img_dir/train",
+        "train_annotations": "annotations/instances_train.json", "val_images": "img_dir/val",
+        "val_annotations": "annotations/instances_val.json", "mask_format": "bitmask"}, "t")
+
+
 @pytest.mark.slow
 def test_one_iteration_and_evaluation_of_a_width_quarter_faster_rcnn(tmp_path):
     """Width 0.25 of an R50 (Detectron2's own ResNet, C4 head) on a 4-image COCO-format set, at seeds 0 and 1."""
     data_root = tmp_path / "data"
-    ensure_scenes(data_root / "scenes", SceneSettings(num_train=4, num_val=4))
-    proto = get_protocol("detectron2")
-    dataset = from_dict(proto.Dataset, {"kind": "coco", "root": str(data_root / "scenes"),
-                                        "train_images": "img_dir/train", "train_annotations": "annotations/instances_train.json",
-                                        "val_images": "img_dir/val", "val_annotations": "annotations/instances_val.json",
-                                        "mask_format": "bitmask"}, "t")
+    proto, dataset = get_protocol("detectron2"), scenes_dataset(data_root, 4)
     dataset.check(data_root)
     params = from_dict(proto.Params, {
         "base_config": "faster_rcnn_R_50_C4_voc_24k", "iterations": 1, "batch_size": 2, "lr": 0.001, "steps": [],
@@ -112,12 +116,7 @@ def test_a_detector_that_predicts_nothing_reports_every_task_as_zero_and_says_so
     """Mask R-CNN whose score threshold no detection passes: Detectron2 logs "No predictions from the model!"
     and reports NaN; every task the config trains (box and mask) is stored as 0, and the run names them."""
     data_root = tmp_path / "data"
-    ensure_scenes(data_root / "scenes", SceneSettings(num_train=2, num_val=2))
-    proto = get_protocol("detectron2")
-    dataset = from_dict(proto.Dataset, {"kind": "coco", "root": str(data_root / "scenes"),
-                                        "train_images": "img_dir/train", "train_annotations": "annotations/instances_train.json",
-                                        "val_images": "img_dir/val", "val_annotations": "annotations/instances_val.json",
-                                        "mask_format": "bitmask"}, "t")
+    proto, dataset = get_protocol("detectron2"), scenes_dataset(data_root, 2)
     params = from_dict(proto.Params, {
         "base_config": "mask_rcnn_demo_FPN", "iterations": 1, "batch_size": 2, "steps": [], "warmup_iters": 1,
         "precise_bn": False, "num_workers": 0, "overrides": {"MODEL.ROI_HEADS.SCORE_THRESH_TEST": 1.01}}, "t")
@@ -150,12 +149,7 @@ def test_the_slimmable_detector_trains_every_width_at_once_and_is_tested_per_wid
     """coco-det-slimclr's training (SlimCLR's benchmark/): one Mask R-CNN whose backbone is the whole slimmable
     network, each iteration at every width, then COCO evaluation at each width; a rerun reuses the results."""
     data_root = tmp_path / "data"
-    ensure_scenes(data_root / "scenes", SceneSettings(num_train=2, num_val=2))
-    proto = get_protocol("detectron2")
-    dataset = from_dict(proto.Dataset, {"kind": "coco", "root": str(data_root / "scenes"),
-                                        "train_images": "img_dir/train", "train_annotations": "annotations/instances_train.json",
-                                        "val_images": "img_dir/val", "val_annotations": "annotations/instances_val.json",
-                                        "mask_format": "bitmask"}, "t")
+    proto, dataset = get_protocol("detectron2"), scenes_dataset(data_root, 2)
     params = from_dict(proto.Params, {
         "base_config": "mask_rcnn_R_50_FPN_1x_slimclr", "iterations": 2, "batch_size": 2, "lr": 0.01, "steps": [],
         "warmup_iters": 1, "min_size_train": [64], "max_size_train": 96, "min_size_test": 64, "max_size_test": 96,

@@ -235,8 +235,29 @@ def test_linear_suites_hand_torch_the_published_probe_optimizer(suite, ckpt, tmp
         assert d["schedule"]["kind"] == schedule
         if milestones is not None:
             assert (d["schedule"]["milestones"], d["schedule"]["gamma"]) == (milestones, 0.1)
-        assert d["evaluate_every"] == every and d["select"] == pick
-        assert d["backbone"] == "frozen, eval mode"
+        assert d["evaluate_every"] == every and d["select"] == pick   # the cadence and pick: the tests below
+
+
+@pytest.mark.parametrize("suite", ["imagenet-linear", "imagenet-linear-slimclr-simclr"])
+def test_linear_suites_train_the_probe_on_a_frozen_backbone_in_eval_mode(suite, ckpt, tmp_path):
+    """moco main_lincls.py:439 and SlimCLR main_ssl_lincls.py:99-102, :445: the backbone in eval mode, no gradient.
+    Every BatchNorm2d call of a real (tiny) run is seen through torch's global forward hook."""
+    make_image_folder(tmp_path / "data", per_class=4, size=16, classes=2)
+    proto, ctx = context(suite, ckpt, tmp_path / "data",
+                         ["params.epochs=1", "params.batch_size=4", "params.workers=0", "params.eval_batch_size=8",
+                          "dataset.resolution=16", "dataset.resize=16"])
+    calls = []
+
+    def record(module, args):
+        if isinstance(module, torch.nn.BatchNorm2d):
+            calls.append((module.training, torch.is_grad_enabled()))
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        list(proto.run(ctx))
+    finally:
+        handle.remove()
+    assert calls and not any(training for training, _ in calls) and not any(grad for _, grad in calls)
 
 
 def moco_probe_loss(logits, targets):
