@@ -193,3 +193,21 @@ def test_cpu_bf16_autocasts_on_amx_and_falls_back_to_fp32_without(tmp_path, monk
     fp32_weights = load_checkpoint(tmp_path / "fp32" / CHECKPOINT_FILE).state_dict
     same = all(torch.equal(bf16_weights[k], fp32_weights[k]) for k in fp32_weights)
     assert same is not amx   # the fallback computes exactly what fp32 does
+
+
+@pytest.mark.parametrize("overrides", [(), ("method.distill=atkd", "method.full_distill=true")])
+def test_the_demo_slimclr_simclr_recipe_trains_a_few_steps(tmp_path, overrides):
+    """configs/pretrain/demo-slimclr-simclr.yaml as shipped, cut to 3 steps of 96 images (slow start: step 0)."""
+    from pretrain.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "configs/pretrain/demo-slimclr-simclr.yaml",
+                         ["data.limit=96", "run.max_steps=3", "run.log_every=1", *overrides])
+    train(recipe, tmp_path / "run", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    distill = recipe.method.distill
+    assert [r["slim_active"] for r in logged] == [False, True, True]
+    last = logged[-1]
+    assert {f"w{w}/{t}" for w in ("1.0", "0.75", "0.5", "0.25") for t in ("infonce",)} <= set(last)
+    assert {f"w{w}/{distill}" for w in ("0.75", "0.5", "0.25")} <= set(last)
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in last.items() if isinstance(v, float))
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).method == "slimclr-simclr"

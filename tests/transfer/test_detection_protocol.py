@@ -179,6 +179,9 @@ def test_the_slimmable_detector_trains_every_width_at_once_and_is_tested_per_wid
     ctx.subnets = [SubnetSpec(1.0, (1, 1, 1, 1))]
     with pytest.raises(ConfigError, match=r"trains and tests widths only; sub-networks w1.0-d1.1.1.1"):
         list(proto().run(ctx))
+    ctx.subnets, ctx.params.overrides["SOLVER.AMP.ENABLED"] = [SubnetSpec(1.0)], True
+    with pytest.raises(ConfigError, match=r"SOLVER.AMP.ENABLED: the slimmable detector trains in fp32"):
+        list(proto().run(ctx))
 
 
 def test_full_model_clipping_clips_the_global_norm_before_the_step():

@@ -194,7 +194,7 @@ class Detectron2Protocol(Protocol):
 
     def run(self, ctx: RunContext) -> Iterator[Result]:
         from transfer.detection.config import build_config, schedule_departures  # Detectron2, via compat
-        from transfer.detection.slimmable import slimmable_widths
+        from transfer.detection.slimmable import check_slimmable
 
         p, d = ctx.params, ctx.dataset
         evaluator = self._evaluator(ctx)
@@ -203,8 +203,8 @@ class Detectron2Protocol(Protocol):
         suite_cfg = build_config(p.base_config, ctx.subnets[0], ctx.checkpoint.arch, overrides=p.detectron2_overrides())
         trains_masks, departures = suite_cfg.MODEL.MASK_ON, schedule_departures(suite_cfg, p.base_config)
         slim = suite_cfg.MODEL.BACKBONE.NAME == SLIMMABLE_FPN_BACKBONE
-        if slim:   # depth variants are refused before any work
-            slimmable_widths(ctx.subnets, list(suite_cfg.MODEL.SLIMBENCH.WIDTHS))
+        if slim:   # depth variants and mixed precision are refused before any work
+            check_slimmable(suite_cfg, ctx.subnets)
         d.prepare(ctx.data_root)
         contents = d.inspect(ctx.data_root)   # each annotation json read once, before any training
         mask_format = d.mask_format_for(contents, p.base_config) if trains_masks else None

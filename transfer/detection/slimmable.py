@@ -159,6 +159,14 @@ class SlimmableTrainer:
         return out
 
 
+def check_slimmable(cfg: CfgNode, subnets: Sequence[SubnetSpec]) -> List[float]:
+    """The widths to evaluate, after refusing what the slimmable detector cannot run (before any work)."""
+    if cfg.SOLVER.AMP.ENABLED:   # JointWidthsStep is SimpleTrainer's fp32 step, as upstream trained
+        raise ConfigError("SOLVER.AMP.ENABLED: the slimmable detector trains in fp32 (SlimCLR's benchmark/ has no "
+                          "mixed precision); set SOLVER.AMP.ENABLED False")
+    return slimmable_widths(subnets, list(cfg.MODEL.SLIMBENCH.WIDTHS))
+
+
 def slimmable_widths(subnets: Sequence[SubnetSpec], widths: List[float]) -> List[float]:
     """The widths to evaluate; a depth variant is refused (SlimCLR's detector slims widths only)."""
     deep = [str(s) for s in subnets if s.depth is not None]
