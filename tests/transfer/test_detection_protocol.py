@@ -176,6 +176,9 @@ def test_the_slimmable_detector_trains_every_width_at_once_and_is_tested_per_wid
         key = f"bn1.bn.{index}.running_mean"
         assert not torch.equal(before[key], after[f"backbone.bottom_up.encoder.{key}"]), key
     assert list(proto().run(ctx)) == rows   # the evaluated work folder is reused, not trained again
+    (folder / "results.json").unlink()      # as if killed before evaluating: Detectron2's checkpointer resumes
+    assert list(proto().run(ctx)) == rows
+    assert "Starting training from iteration 2" in (folder / "log.txt").read_text()   # not from 0 again
     ctx.subnets = [SubnetSpec(1.0, (1, 1, 1, 1))]
     with pytest.raises(ConfigError, match=r"trains and tests widths only; sub-networks w1.0-d1.1.1.1"):
         list(proto().run(ctx))
