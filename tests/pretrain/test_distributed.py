@@ -13,7 +13,7 @@ from pretrain.trainer import Trainer
 from tests.pretrain.test_trainer import tiny_recipe_dict
 
 WORLD = 2
-METHODS = ("slimclr-mocov2", "slimclr-mocov3", "dspnet-byol")
+METHODS = ("slimclr-mocov2", "slimclr-mocov3", "slimclr-simclr", "dspnet-byol")
 
 
 def test_single_process_helpers_are_identity():

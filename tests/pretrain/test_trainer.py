@@ -20,6 +20,7 @@ def tiny_recipe_dict(name="slimclr-mocov2", **run):
     """A recipe that trains in seconds on CPU: 8 px Fashion-MNIST, slim_resnet18 at widths 1.0/0.5."""
     method = {"slimclr-mocov2": {"queue_size": 24, "proj_dims": [16, 8], "slim_start_epoch": 0.5, "shuffle_bn": False},
               "slimclr-mocov3": {"proj_dims": [16, 16, 8], "pred_dims": [16, 8]},
+              "slimclr-simclr": {"proj_dims": [16, 8], "slim_start_epoch": 0.5},
               "dspnet-byol": {"proj_dims": [16, 8], "pred_dims": [16, 8], "depths": [[1, 1, 1, 1]],
                               "desired": ["w0.5-d1.1.1.1"], "num_random": 1}}[name]
     return {"method": {"name": name, **method},

@@ -308,7 +308,7 @@ class Detectron2Protocol(Protocol):
                 from_data.append("INPUT.MASK_FORMAT (the training json's masks: polygon or bitmask)")
             if cfg.MODEL.BACKBONE.NAME == SLIMMABLE_FPN_BACKBONE:
                 from_data.append(f"one detector trained at widths {list(cfg.MODEL.SLIMBENCH.WIDTHS)}, tested at "
-                                 f"{spec.width:g} (SlimCLR's slimmable protocol)")
+                                 f"{spec} (SlimCLR's slimmable protocol)")
             out[str(spec)] = {"detectron2_config": yaml.safe_load(cfg.dump()), "world_size": launch_plan.world_size,
                               "launch": dataclasses.asdict(launch_plan),
                               "schedule_departures": schedule_departures(cfg, p.base_config),

@@ -30,6 +30,7 @@ from detectron2.modeling.backbone import FPN  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
+from pretrain.checkpoints.format import atomic_torch_save  # noqa: E402
 from pretrain.errors import ConfigError  # noqa: E402
 from pretrain.models.resnet import SlimResNet, plan_resnet  # noqa: E402
 from pretrain.models.spec import SubnetSpec, format_width  # noqa: E402
@@ -101,8 +102,6 @@ def load_encoder(model: torch.nn.Module, path: "str | Path") -> int:
 
 def save_encoder(encoder: SlimResNet, path: Path) -> Path:
     """The checkpoint's whole slimmable encoder (every width's BatchNorms), as the detector loads it."""
-    from pretrain.checkpoints.format import atomic_torch_save
-
     state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("fc.")}
     atomic_torch_save(state, path)
     return path
