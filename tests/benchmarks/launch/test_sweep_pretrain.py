@@ -1,6 +1,7 @@
 """`bench sweep` of a plan with pretraining variants (the techniques ablation): each variant pretrained as a
 local job, then benchmarked; a bad variant refused before any job; a killed pretraining resumed."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +11,7 @@ from benchmarks.results.merged import MergedStore, find_stores
 from benchmarks.launch.sweep import Sweep, load_plan
 from pretrain.checkpoints.format import load_checkpoint
 from pretrain.errors import ConfigError
+from pretrain.recipe import load_recipe
 from tests.pretrain.test_trainer import tiny_recipe_dict
 
 VANILLA = ["method.slim_start_epoch=0", "method.distill=none", "method.loss_weights=uniform"]
@@ -96,3 +98,28 @@ def test_local_cpu_jobs_split_the_cores_between_them(plan, tmp_path, monkeypatch
     assert Sweep(plan, tmp_path / "sweep", "slurm").local_threads([], starting=5) is None
     CellJob(["list", "suites"], threads=1)()   # the job's own process takes its share before it works
     assert torch.get_num_threads() == 1
+
+
+REPO = Path(__file__).resolve().parents[3]
+ABLATIONS = sorted((REPO / "configs" / "ablations").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=[p.stem for p in ABLATIONS])
+def test_every_shipped_ablation_plan_resolves_each_pretraining(path):
+    plan = load_plan(path)
+    names = [load_recipe(REPO / v.recipe, [*plan.pretrain_overrides, *v.overrides]) and v.name for v in plan.pretrain]
+    assert len(set(names)) == len(plan.pretrain) >= 4
+
+
+def test_the_distillation_and_weighting_plans_cover_every_mode():
+    from pretrain.methods.losses import DISTILLATIONS, LOSS_WEIGHTINGS
+
+    def methods(name):
+        plan = load_plan(REPO / "configs" / "ablations" / f"{name}.yaml")
+        return [load_recipe(REPO / v.recipe, list(v.overrides)).method for v in plan.pretrain]
+
+    distilled = methods("slimclr-mocov2-distillation")
+    assert {m.distill for m in distilled} == set(DISTILLATIONS)
+    assert {(m.distill, m.distill_on) for m in distilled} >= {("kd", "features"), ("mse", "features")}
+    assert any(m.full_distill for m in distilled)
+    assert {m.loss_weights for m in methods("slimclr-mocov2-loss-weights")} == set(LOSS_WEIGHTINGS)
