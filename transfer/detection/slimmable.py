@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 from transfer.detection.compat import import_detectron2
 
@@ -158,19 +158,13 @@ class SlimmableTrainer:
         return out
 
 
-def check_slimmable(cfg: CfgNode, subnets: Sequence[SubnetSpec]) -> List[float]:
-    """The widths to evaluate, after refusing what the slimmable detector cannot run (before any work)."""
+def check_slimmable(cfg: CfgNode, subnets: Sequence[SubnetSpec]) -> None:
+    """Refuse, before any work, what the slimmable detector cannot run: mixed precision and depth variants."""
     if cfg.SOLVER.AMP.ENABLED:   # JointWidthsStep is SimpleTrainer's fp32 step, as upstream trained
         raise ConfigError("SOLVER.AMP.ENABLED: the slimmable detector trains in fp32 (SlimCLR's benchmark/ has no "
                           "mixed precision); set SOLVER.AMP.ENABLED False")
-    return slimmable_widths(subnets, list(cfg.MODEL.SLIMBENCH.WIDTHS))
-
-
-def slimmable_widths(subnets: Sequence[SubnetSpec], widths: List[float]) -> List[float]:
-    """The widths to evaluate; a depth variant is refused (SlimCLR's detector slims widths only)."""
     deep = [str(s) for s in subnets if s.depth is not None]
-    if deep:
+    if deep:   # SlimCLR's detector slims widths only
+        widths = ", ".join(f"w{format_width(w)}" for w in cfg.MODEL.SLIMBENCH.WIDTHS)
         raise ConfigError(f"the slimmable detector ({SLIMMABLE_FPN_BACKBONE}) trains and tests widths only; "
-                          f"sub-networks {', '.join(deep)} are depth variants (expected some of "
-                          f"{', '.join(f'w{format_width(w)}' for w in widths)})")
-    return [s.width for s in subnets]
+                          f"sub-networks {', '.join(deep)} are depth variants (expected some of {widths})")
