@@ -89,6 +89,16 @@ def one_finished_result_per_cell(db) -> None:
     assert cells and all(cell.n == 1 for cell in cells.values())
 
 
+def recorded_or_newest(record, pattern: str) -> str:
+    """The checkpoint an engine's ``last_checkpoint`` names; if the kill came between opening the record and
+    writing it (empty), the newest checkpoint file, which the rerun must then resume from."""
+    named = record.read_text().strip()
+    if named:
+        return named
+    numbered = [(int(m.group(1)), p.name) for p in record.parent.iterdir() if (m := re.fullmatch(pattern, p.name))]
+    return max(numbered)[1]
+
+
 def only(pattern, root):
     found = sorted(root.glob(pattern))
     return found[0] if len(found) == 1 else None
@@ -101,7 +111,7 @@ def test_killed_detectron2_run_resumes_from_its_last_checkpoint(workspace):
     marker = lambda: only("runs/work/resume-det/*/w0.25/seed0/last_checkpoint", tmp_path)  # noqa: E731
     kill_after_first_checkpoint(run, marker)
     work = marker().parent
-    at_kill = marker().read_text().strip()              # Detectron2's record of its last complete checkpoint
+    at_kill = recorded_or_newest(marker(), r"model_(\d+)\.pth")   # Detectron2's last complete checkpoint
     killed_iter = int(re.fullmatch(r"model_(\d+)\.pth", at_kill).group(1))   # 0-based: iterations 0..k done
 
     done = bench(*run, timeout=900)
@@ -123,7 +133,7 @@ def test_killed_mmseg_run_resumes_from_its_last_checkpoint(workspace):
     marker = lambda: only("runs/work/resume-seg/*/w0.25/seed0/work_dir/last_checkpoint", tmp_path)  # noqa: E731
     kill_after_first_checkpoint(run, marker)
     work_dir = marker().parent
-    at_kill = marker().read_text().strip()              # MMEngine's record of its last complete checkpoint
+    at_kill = recorded_or_newest(marker(), r"iter_(\d+)\.pth")   # MMEngine's last complete checkpoint
     killed_iter = int(re.search(r"iter_(\d+)\.pth$", at_kill).group(1))
 
     done = bench(*run, timeout=900)

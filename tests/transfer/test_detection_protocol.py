@@ -179,6 +179,13 @@ def test_the_slimmable_detector_trains_every_width_at_once_and_is_tested_per_wid
     (folder / "results.json").unlink()      # as if killed before evaluating: Detectron2's checkpointer resumes
     assert list(proto().run(ctx)) == rows
     assert "Starting training from iteration 2" in (folder / "log.txt").read_text()   # not from 0 again
+    # as if killed while Detectron2 wrote its record of the last checkpoint: opened, still empty
+    (folder / "results.json").unlink()
+    (folder / "last_checkpoint").write_text("")
+    assert list(proto().run(ctx)) == rows
+    log_text = (folder / "log.txt").read_text()
+    assert log_text.count("Starting training from iteration 2") == 2 and "from iteration 0" in log_text
+    assert (folder / "last_checkpoint").read_text() == "model_final.pth"
     ctx.subnets = [SubnetSpec(1.0, (1, 1, 1, 1))]
     with pytest.raises(ConfigError, match=r"trains and tests widths only; sub-networks w1.0-d1.1.1.1"):
         list(proto().run(ctx))

@@ -85,6 +85,11 @@ def test_width_quarter_fcn_trains_one_iteration_and_evaluates(tmp_path):
     (folder / "results.json").unlink()
     assert list(MMSEG().run(ctx)) == rows
     assert (folder / "results.json").is_file() and list(MMSEG().run(ctx)) == rows
+    # as if killed while MMEngine wrote its record of the last checkpoint: opened, still empty
+    (folder / "results.json").unlink()
+    (folder / "work_dir" / "last_checkpoint").write_text("")
+    assert list(MMSEG().run(ctx)) == rows
+    assert (folder / "work_dir" / "last_checkpoint").read_text() == str(folder / "work_dir" / "iter_2.pth")
 
 
 def test_launcher_auto_follows_torchrun():

@@ -19,6 +19,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from transfer.detection.slimmable import SLIMMABLE_FPN_BACKBONE, SlimmableTrainer, load_encoder  # noqa: E402
 from transfer.detection.weights import load_backbone  # noqa: E402
+from transfer.engine_resume import DETECTRON2, repair_last_checkpoint  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ def start(trainer: DefaultTrainer, weights: Path, slim: bool = False) -> None:
     Resuming is Detectron2's own ``resume_or_load(resume=True)``: model, optimizer, scheduler and
     iteration. A fresh start loads only the backbone, through ``load_backbone``, which refuses a
     file that does not fit the model (Detectron2 alone would log that and train from random weights).
+    A record of the last checkpoint that a kill left empty is repaired first (``transfer.engine_resume``).
     """
+    repair_last_checkpoint(Path(trainer.checkpointer.save_dir), DETECTRON2)
     if trainer.checkpointer.has_checkpoint():
         trainer.resume_or_load(resume=True)
         log.info("resumed from %s: training continues at iteration %d", trainer.checkpointer.get_checkpoint_file(),

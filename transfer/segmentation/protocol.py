@@ -26,6 +26,7 @@ from pretrain.checkpoints.format import atomic_write_bytes
 from pretrain.data.datasets import FMNIST_CLASSES, find_fmnist
 from pretrain.errors import DataError
 from pretrain.checkpoints.extract import extract
+from transfer.engine_resume import MMENGINE, repair_last_checkpoint
 from transfer.protocols.base import Protocol, Result, RunContext, bn_batch_info, register_protocol, warn_bn_batch
 from transfer.scenes import SceneSettings, ensure_scenes
 
@@ -327,6 +328,7 @@ class MMSegProtocol(Protocol):
             cfg = subnet_config(ctx, spec, plan)
             export_mmseg(extract(ctx.checkpoint, spec), folder / "backbone.pth")
             atomic_write_bytes(folder / "config.py", cfg.pretty_text.encode())
+            repair_last_checkpoint(Path(cfg.work_dir), MMENGINE)
             runner = Runner.from_cfg(cfg)
             with trusted_run_checkpoints(Path(cfg.work_dir)):
                 runner.train()   # resumes from work_dir's last checkpoint when there is one
