@@ -112,6 +112,33 @@ def test_one_iteration_and_evaluation_of_a_width_quarter_faster_rcnn(tmp_path):
 
 
 @pytest.mark.slow
+def test_mmselfsups_published_coco_detector_trains_with_normalized_heads(tmp_path):
+    """coco-det-mmdet's base config through Detectron2 on one process: the 4conv1fc box head and the mask head
+    normalize (SyncBN becomes BN without a process group), their convolutions without bias as MMDetection's."""
+    data_root = tmp_path / "data"
+    proto, dataset = get_protocol("detectron2"), scenes_dataset(data_root, 2)
+    params = from_dict(proto.Params, {
+        "base_config": "mask_rcnn_R_50_FPN_1x_mmdet", "iterations": 1, "batch_size": 2, "lr": 0.01, "steps": [],
+        "warmup_iters": 1, "min_size_train": [64], "max_size_train": 96, "min_size_test": 64, "max_size_test": 96,
+        "num_workers": 0, "checkpoint_period": 100,
+        "overrides": {"MODEL.FPN.OUT_CHANNELS": 32, "MODEL.RPN.POST_NMS_TOPK_TRAIN": 50,
+                      "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32, "MODEL.ROI_BOX_HEAD.CONV_DIM": 16,
+                      "MODEL.ROI_BOX_HEAD.FC_DIM": 64, "MODEL.ROI_MASK_HEAD.CONV_DIM": 16,
+                      "MODEL.ANCHOR_GENERATOR.SIZES": [[8], [16], [32], [64], [128]]}}, "t")
+    torch.manual_seed(0)
+    ckpt = Checkpoint.from_model(SlimResNet(18, widths=[1.0, 0.25], stem="small"))
+    ctx = RunContext("det-mmdet", ckpt, [SubnetSpec(0.25)], params, dataset, data_root, tmp_path / "run",
+                     device=torch.device("cpu"))
+    values = {r.metric: r.value for r in proto().run(ctx)}
+    assert 0.0 <= values["box_AP"] <= 100.0 and 0.0 <= values["mask_AP"] <= 100.0
+    trained = torch.load(tmp_path / "run" / "w0.25" / "seed0" / "model_final.pth", weights_only=False)["model"]
+    box_head = sorted({k.split(".")[2] for k in trained if k.startswith("roi_heads.box_head.")})
+    assert box_head == ["conv1", "conv2", "conv3", "conv4", "fc1"]
+    for head in ("box_head.conv4", "mask_head.mask_fcn4"):
+        assert f"roi_heads.{head}.norm.running_mean" in trained and f"roi_heads.{head}.bias" not in trained
+
+
+@pytest.mark.slow
 def test_a_detector_that_predicts_nothing_reports_every_task_as_zero_and_says_so(tmp_path, caplog):
     """Mask R-CNN whose score threshold no detection passes: Detectron2 logs "No predictions from the model!"
     and reports NaN; every task the config trains (box and mask) is stored as 0, and the run names them."""
