@@ -69,6 +69,19 @@ def scenes_dataset(data_root: Path, images: int):
         "val_annotations": "annotations/instances_val.json", "mask_format": "bitmask"}, "t")
 
 
+def tiny_fpn_params(base_config: str, iterations: int, **overrides):
+    """A COCO R50-FPN base config shrunk for CPU: 64-96 pixel images, narrow FPN and heads, anchors 8-128."""
+    return from_dict(get_protocol("detectron2").Params, {
+        "base_config": base_config, "iterations": iterations, "batch_size": 2, "lr": 0.01, "steps": [],
+        "warmup_iters": 1, "min_size_train": [64], "max_size_train": 96, "min_size_test": 64, "max_size_test": 96,
+        "num_workers": 0, "checkpoint_period": 100,
+        "overrides": {"MODEL.FPN.OUT_CHANNELS": 32, "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 200,
+                      "MODEL.RPN.POST_NMS_TOPK_TRAIN": 50, "MODEL.RPN.PRE_NMS_TOPK_TEST": 200,
+                      "MODEL.RPN.POST_NMS_TOPK_TEST": 50, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+                      "MODEL.ROI_BOX_HEAD.FC_DIM": 64, "MODEL.ROI_MASK_HEAD.CONV_DIM": 32,
+                      "MODEL.ANCHOR_GENERATOR.SIZES": [[8], [16], [32], [64], [128]], **overrides}}, "t")
+
+
 @pytest.mark.slow
 def test_one_iteration_and_evaluation_of_a_width_quarter_faster_rcnn(tmp_path):
     """Width 0.25 of an R50 (Detectron2's own ResNet, C4 head) on a 4-image COCO-format set, at seeds 0 and 1."""
@@ -117,14 +130,7 @@ def test_mmselfsups_published_coco_detector_trains_with_normalized_heads(tmp_pat
     normalize (SyncBN becomes BN without a process group), their convolutions without bias as MMDetection's."""
     data_root = tmp_path / "data"
     proto, dataset = get_protocol("detectron2"), scenes_dataset(data_root, 2)
-    params = from_dict(proto.Params, {
-        "base_config": "mask_rcnn_R_50_FPN_1x_mmdet", "iterations": 1, "batch_size": 2, "lr": 0.01, "steps": [],
-        "warmup_iters": 1, "min_size_train": [64], "max_size_train": 96, "min_size_test": 64, "max_size_test": 96,
-        "num_workers": 0, "checkpoint_period": 100,
-        "overrides": {"MODEL.FPN.OUT_CHANNELS": 32, "MODEL.RPN.POST_NMS_TOPK_TRAIN": 50,
-                      "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32, "MODEL.ROI_BOX_HEAD.CONV_DIM": 16,
-                      "MODEL.ROI_BOX_HEAD.FC_DIM": 64, "MODEL.ROI_MASK_HEAD.CONV_DIM": 16,
-                      "MODEL.ANCHOR_GENERATOR.SIZES": [[8], [16], [32], [64], [128]]}}, "t")
+    params = tiny_fpn_params("mask_rcnn_R_50_FPN_1x_mmdet", 1, **{"MODEL.ROI_BOX_HEAD.CONV_DIM": 16})
     torch.manual_seed(0)
     ckpt = Checkpoint.from_model(SlimResNet(18, widths=[1.0, 0.25], stem="small"))
     ctx = RunContext("det-mmdet", ckpt, [SubnetSpec(0.25)], params, dataset, data_root, tmp_path / "run",
@@ -177,15 +183,7 @@ def test_the_slimmable_detector_trains_every_width_at_once_and_is_tested_per_wid
     network, each iteration at every width, then COCO evaluation at each width; a rerun reuses the results."""
     data_root = tmp_path / "data"
     proto, dataset = get_protocol("detectron2"), scenes_dataset(data_root, 2)
-    params = from_dict(proto.Params, {
-        "base_config": "mask_rcnn_R_50_FPN_1x_slimclr", "iterations": 2, "batch_size": 2, "lr": 0.01, "steps": [],
-        "warmup_iters": 1, "min_size_train": [64], "max_size_train": 96, "min_size_test": 64, "max_size_test": 96,
-        "num_workers": 0, "checkpoint_period": 100,
-        "overrides": {"MODEL.FPN.OUT_CHANNELS": 32, "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 200, "MODEL.RPN.POST_NMS_TOPK_TRAIN": 50,
-                      "MODEL.RPN.PRE_NMS_TOPK_TEST": 200, "MODEL.RPN.POST_NMS_TOPK_TEST": 50,
-                      "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32, "MODEL.ROI_BOX_HEAD.FC_DIM": 64,
-                      "MODEL.ROI_MASK_HEAD.NUM_CONV": 1, "MODEL.ROI_MASK_HEAD.CONV_DIM": 32,
-                      "MODEL.ANCHOR_GENERATOR.SIZES": [[8], [16], [32], [64], [128]]}}, "t")
+    params = tiny_fpn_params("mask_rcnn_R_50_FPN_1x_slimclr", 2, **{"MODEL.ROI_MASK_HEAD.NUM_CONV": 1})
     torch.manual_seed(0)
     ckpt = Checkpoint.from_model(SlimResNet(18, widths=[1.0, 0.5], stem="small"))
     ctx = RunContext("det-slim", ckpt, [SubnetSpec(1.0), SubnetSpec(0.5)], params, dataset, data_root,
