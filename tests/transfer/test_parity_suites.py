@@ -225,17 +225,40 @@ def test_simclr_subset_lists_are_pinned(name):
 # -- linear evaluation ----------------------------------------------------------------------------
 @pytest.mark.parametrize("suite", sorted(LINEAR))
 def test_linear_suites_hand_torch_the_published_probe_optimizer(suite, ckpt, tmp_path):
-    lr, batch, epochs, schedule, milestones, every, pick, wd = LINEAR[suite]
+    lr, batch, epochs, _, milestones, _, _, wd = LINEAR[suite]
     proto, ctx = context(suite, ckpt, tmp_path / "absent", data_error="dataset folder not found")
     for d in proto.describe(ctx).values():
         (group,) = d["optimizer"]["param_groups"]
         assert d["optimizer"]["type"] == "SGD"
         assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (lr, 0.9, wd, False)
         assert d["batch"]["global"] == batch and d["epochs"] == epochs
-        assert d["schedule"]["kind"] == schedule
+        # the schedule's shape is stepped below; the cadence and pick are run by the tests after it
         if milestones is not None:
             assert (d["schedule"]["milestones"], d["schedule"]["gamma"]) == (milestones, 0.1)
-        assert d["evaluate_every"] == every and d["select"] == pick   # the cadence and pick: the tests below
+
+
+@pytest.mark.parametrize("suite", sorted(LINEAR))
+def test_linear_suites_step_the_probe_lr_as_their_publishers(suite):
+    """Every iteration's lr of the suite's probe optimizer, stepped through the whole schedule as ``run`` steps it,
+    against the publisher's formula: MoCo main_lincls.py ``adjust_learning_rate`` (x 0.1 at each milestone epoch
+    reached, per epoch) or SlimCLR utils/lr_scheduler.py ``'step'`` (the same) and ``'cos'`` (per iteration
+    0.5 * lr * (1 + cos(pi * T / (epochs * iterations per epoch))), T counting from 0; no warm-up)."""
+    from transfer.protocols.linear import ProbeOptimizer
+
+    lr, _, epochs, schedule, milestones, *_ = LINEAR[suite]
+    probe, iters = torch.nn.Linear(2, 2), 3
+    opt = ProbeOptimizer(probe, load_suite(suite).params, iters)
+    seen, expected = [], []
+    for epoch in range(epochs):
+        for i in range(iters):
+            seen.append(opt.lr)
+            if schedule == "step":
+                expected.append(lr * 0.1 ** sum(epoch >= m for m in milestones))
+            else:
+                expected.append(0.5 * lr * (1 + math.cos(math.pi * (epoch * iters + i) / (epochs * iters))))
+            opt.step(probe(torch.ones(1, 2)).sum())
+        opt.end_epoch()
+    assert seen == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("suite", ["imagenet-linear", "imagenet-linear-slimclr-simclr"])
@@ -327,6 +350,27 @@ def test_linear_picks_results_as_upstream():
     assert {w: p["top1"] for w, p in moco.items()} == {w: upstream_moco_best(history, w) for w in ("w1.0", "w0.5")}
     assert moco["w0.5"] == {"epoch": 2, "top1": 60, "top5": 70} and moco["w1.0"]["epoch"] == 3
     assert pick_results(evaluated, "last", teacher="w1.0")["w0.5"]["epoch"] == 5
+
+
+@pytest.mark.parametrize("suite", sorted(LINEAR))
+def test_linear_suites_evaluate_and_pick_as_their_publishers(suite):
+    """The suite's own cadence and pick, over a whole schedule of made-up accuracies (ties included), against the
+    publisher's loop: MoCo validates every epoch and keeps each head's best; SlimCLR evaluates at its eval_freq and
+    the last epoch, and reports every width at the full width's best."""
+    from transfer.protocols.linear import evaluated_epochs, pick_results
+
+    *_, every, pick, _ = LINEAR[suite]
+    p = load_suite(suite).params
+    accuracies = torch.randint(0, 30, (p.epochs, 2), generator=torch.Generator().manual_seed(0)).tolist()
+    history = {e: {"w1.0": (a, a + 1), "w0.5": (b, b + 1)} for e, (a, b) in enumerate(accuracies)}   # 0-based
+    evaluated = {e - 1: history[e - 1] for e in evaluated_epochs(p)}                             # 1-based there
+    picked = pick_results(evaluated, p.select, teacher="w1.0")
+    if pick == "best":
+        assert len(evaluated) == p.epochs
+        assert {w: v["top1"] for w, v in picked.items()} == {w: upstream_moco_best(history, w) for w in history[0]}
+    else:
+        epoch, info = upstream_slimclr_pick(history, p.epochs, eval_freq=every)
+        assert picked == {w: {"epoch": epoch, "top1": info[w][0], "top5": info[w][1]} for w in info}
 
 
 def test_linear_fast_evaluates_on_its_cadence_and_stores_the_pick_and_the_last(ckpt, tmp_path):
