@@ -33,7 +33,6 @@ from pretrain.models.spec import SubnetSpec, format_width
 from pretrain.methods.base import PretrainMethod, StepContext
 
 
-
 class Similarities(NamedTuple):
     """One loss direction of one network: what its contrastive loss and its distillation read."""
 

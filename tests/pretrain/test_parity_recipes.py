@@ -62,10 +62,15 @@ def test_mocov3_views_crop_from_slimclrs_crop_min():
 
 
 # -- DSPNet-BYOL ResNet-50: BYOL's 300-epoch presets at the recipe's batch ------------------------
+def recipe_and_method(name: str):
+    """A shipped recipe and the method it builds (an R50: build once per module)."""
+    recipe = load_recipe(RECIPES / name)
+    return recipe, build_method(recipe, build_encoder(recipe))
+
+
 @pytest.fixture(scope="module")
 def dspnet_r50():
-    recipe = load_recipe(RECIPES / "dspnet-byol-r50.yaml")
-    return recipe, build_method(recipe, build_encoder(recipe))
+    return recipe_and_method("dspnet-byol-r50.yaml")
 
 
 def test_dspnet_r50_lr_is_byols_300_epoch_preset_scaled_to_its_batch(dspnet_r50):
@@ -177,8 +182,7 @@ SIMCLR_SH = {"lr": 2.4, "weight_decay": 1e-6, "momentum": 0.9, "num_epochs": 100
 
 @pytest.fixture(scope="module")
 def simclr_r50():
-    recipe = load_recipe(RECIPES / "slimclr-simclr-r50-100ep.yaml")
-    return recipe, build_method(recipe, build_encoder(recipe))
+    return recipe_and_method("slimclr-simclr-r50-100ep.yaml")
 
 
 def test_simclr_r50_schedule_is_simclr_sh_case_02(simclr_r50):

@@ -19,7 +19,6 @@ best top-1, the last of equal ones) or ``last``; ``top1_last``/``top5_last`` are
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import logging
 import math
